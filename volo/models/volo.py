@@ -1,0 +1,222 @@
+"""The VOLO network (Vision Outlooker), weight-for-weight compatible with the released checkpoints.
+
+    images (B, 3, H, W) --patch_embed--> (B, H/8, W/8, C0) --outlookers--> --downsample--> (B, H/16, W/16, C)
+    + pos_embed --transformers--> tokens (B, N, C) --prepend cls, 2 class blocks--> norm
+    head(cls) -> class logits; aux_head(tokens) -> token logits (B, N, classes), N = (H/16) * (W/16) row-major.
+
+`forward` returns, in eval mode, the prediction `head(cls) + 0.5 * max_tokens(aux_head(tokens))` (a tensor of
+logits); in training mode a `VoloTrainOutput`. MixToken is an explicit input: a token-grid box (or mask) chosen by
+the caller; tokens inside it come from the batch in reverse order (sample i takes from sample B-1-i), and the token
+logits come back un-mixed, so every token's logits belong to its own image. The forward has no host
+synchronisation, so `torch.compile(fullgraph=True)` compiles it once for any box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from volo.errors import VoloError
+from volo.models.blocks import ClassBlock, Downsample, Outlooker, PatchEmbed, Transformer
+from volo.models.variants import VoloArch
+
+
+@dataclass
+class VoloTrainOutput:
+    """What a training forward returns."""
+
+    cls_logits: torch.Tensor
+    """(B, classes): the class head on the class token."""
+    token_logits: torch.Tensor
+    """(B, N, classes): the aux head on every token, un-mixed; N = (H/16)*(W/16) in row-major order."""
+
+
+def drop_path_rates(arch: VoloArch) -> list[float]:
+    """Per-block stochastic-depth rates over all blocks (outlookers first), as the reference assigns them.
+
+    Block with global index g gets `drop_path_rate * g / (sum(layers) - 1)`; outlookers get 0 unless
+    `drop_path_outlookers` is set.
+    """
+    total = sum(arch.layers)
+    rates = [arch.drop_path_rate * g / max(total - 1, 1) for g in range(total)]
+    if not arch.drop_path_outlookers:
+        rates[: arch.layers[0]] = [0.0] * arch.layers[0]
+    return rates
+
+
+def box_to_mask(box: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A (4,) box [y1, x1, y2, x2) on an h x w grid as an (h, w) bool mask, with tensor ops only."""
+    ys = torch.arange(h, device=box.device)
+    xs = torch.arange(w, device=box.device)
+    inside_y = (ys >= box[0]) & (ys < box[2])
+    inside_x = (xs >= box[1]) & (xs < box[3])
+    return inside_y[:, None] & inside_x[None, :]
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a (1, g, g, C) position embedding to `grid` with bicubic interpolation (as the reference)."""
+    if tuple(pos_embed.shape[1:3]) == tuple(grid):
+        return pos_embed
+    resized = F.interpolate(pos_embed.permute(0, 3, 1, 2), size=grid, mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1)
+
+
+class Volo(nn.Module):
+    def __init__(self, arch: VoloArch):
+        super().__init__()
+        if arch.img_size % 16:
+            raise VoloError(
+                f"Image size {arch.img_size} is not a multiple of 16; VOLO needs one (224, 256, 384, 448, 512...)."
+            )
+        self.arch = arch
+        dims, heads = arch.embed_dims, arch.num_heads
+        rates = drop_path_rates(arch)
+        grid = arch.img_size // 16
+
+        self.patch_embed = PatchEmbed(arch.in_chans, arch.stem_hidden, dims[0])
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, dims[-1]))
+        self.pos_drop = nn.Dropout(arch.drop_rate)
+        outlookers = nn.Sequential(
+            *[
+                Outlooker(
+                    dims[0],
+                    heads[0],
+                    arch.mlp_ratio,
+                    arch.outlook_kernel,
+                    arch.outlook_stride,
+                    arch.drop_rate,
+                    rates[g],
+                )
+                for g in range(arch.layers[0])
+            ]
+        )
+        stages: list[nn.Module] = [outlookers, Downsample(dims[0], dims[1])]
+        start = arch.layers[0]
+        for i in (1, 2, 3):
+            stages.append(
+                nn.Sequential(
+                    *[
+                        Transformer(dims[i], heads[i], arch.mlp_ratio, arch.drop_rate, rates[start + j])
+                        for j in range(arch.layers[i])
+                    ]
+                )
+            )
+            start += arch.layers[i]
+        self.network = nn.ModuleList(stages)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[-1]))
+        self.post_network = nn.ModuleList(
+            [ClassBlock(dims[-1], heads[-1], arch.mlp_ratio, arch.drop_rate) for _ in range(arch.num_post_layers)]
+        )
+        self.norm = nn.LayerNorm(dims[-1])
+        self.head = nn.Linear(dims[-1], arch.num_classes)
+        self.aux_head = nn.Linear(dims[-1], arch.num_classes)
+        self.reset_parameters()
+
+    # -- initialisation -------------------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_weights)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New, freshly initialised `head` and `aux_head` for `num_classes` classes."""
+        dim = self.arch.embed_dims[-1]
+        device = self.head.weight.device
+        self.head = nn.Linear(dim, num_classes, device=device)
+        self.aux_head = nn.Linear(dim, num_classes, device=device)
+        _init_weights(self.head)
+        _init_weights(self.aux_head)
+        self.arch = self.arch.with_overrides(num_classes=num_classes)
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """Channels and strides of `forward_feature_maps` outputs."""
+        return [
+            {"name": "outlooker", "num_chs": self.arch.embed_dims[0], "reduction": 8},
+            {"name": "transformer", "num_chs": self.arch.embed_dims[-1], "reduction": 16},
+        ]
+
+    # -- forward --------------------------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.arch.in_chans:
+            raise VoloError(
+                f"VOLO expects images of shape (B, {self.arch.in_chans}, H, W); got {tuple(x.shape)}. "
+                "Convert greyscale/RGBA images to RGB, or create the model with in_chans to match."
+            )
+        if x.shape[2] % 16 or x.shape[3] % 16:
+            raise VoloError(f"Image size {x.shape[2]}x{x.shape[3]} is not a multiple of 16; VOLO needs one.")
+
+    def forward_stem(self, x_bchw: torch.Tensor, mix_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Stem to stride 8, channels-last; with `mix_mask` (token grid, h x w bool) apply MixToken."""
+        self._check_input(x_bchw)
+        x = self.patch_embed(x_bchw)
+        if mix_mask is not None:
+            stem_mask = mix_mask.repeat_interleave(2, 0).repeat_interleave(2, 1)[None, :, :, None]
+            x = torch.where(stem_mask, x.flip(0), x)
+        return x
+
+    def forward_tokens(self, x_bhwc: torch.Tensor) -> torch.Tensor:
+        """Stride-8 map through outlookers, downsample and transformers: (B, H/16, W/16, C)."""
+        x = self.network[1](self.network[0](x_bhwc))
+        x = self.pos_drop(x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2])))
+        for stage in self.network[2:]:
+            x = stage(x)
+        return x
+
+    def forward_head_tokens(self, tokens_bhwc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class attention and the two heads: (class logits (B, K), token logits (B, N, K))."""
+        B, _, _, C = tokens_bhwc.shape
+        x = torch.cat([self.cls_token.expand(B, -1, -1), tokens_bhwc.reshape(B, -1, C)], dim=1)
+        for block in self.post_network:
+            x = block(x)
+        x = self.norm(x)
+        return self.head(x[:, 0]), self.aux_head(x[:, 1:])
+
+    def forward_train(
+        self, x_bchw: torch.Tensor, mix_box: torch.Tensor | None = None, mix_mask: torch.Tensor | None = None
+    ) -> VoloTrainOutput:
+        """Class and un-mixed token logits. MixToken by `mix_box` ((4,) [y1, x1, y2, x2), token grid) or
+        `mix_mask` ((H/16, W/16) bool); neither means no mixing."""
+        h, w = x_bchw.shape[2] // 16, x_bchw.shape[3] // 16
+        if mix_box is not None:
+            mix_mask = box_to_mask(mix_box, h, w)
+        tokens = self.forward_tokens(self.forward_stem(x_bchw, mix_mask))
+        cls_logits, token_logits = self.forward_head_tokens(tokens)
+        if mix_mask is not None:  # un-mix: tokens inside the box came from the reversed batch
+            flat = mix_mask.reshape(1, h * w, 1)
+            token_logits = torch.where(flat, token_logits.flip(0), token_logits)
+        return VoloTrainOutput(cls_logits, token_logits)
+
+    def forward_eval(self, x_bchw: torch.Tensor) -> torch.Tensor:
+        """The prediction: `head(cls) + 0.5 * max over tokens of aux_head(tokens)`."""
+        cls_logits, token_logits = self.forward_head_tokens(self.forward_tokens(self.forward_stem(x_bchw)))
+        return cls_logits + 0.5 * token_logits.amax(dim=1)
+
+    def forward(
+        self, x_bchw: torch.Tensor, mix_box: torch.Tensor | None = None, mix_mask: torch.Tensor | None = None
+    ) -> torch.Tensor | VoloTrainOutput:
+        if self.training:
+            return self.forward_train(x_bchw, mix_box, mix_mask)
+        return self.forward_eval(x_bchw)
+
+    def forward_feature_maps(self, x_bchw: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale NCHW features for dense heads: [stride 8 (B, C0, H/8, W/8), stride 16 (B, C, H/16, W/16)]."""
+        x8 = self.network[0](self.forward_stem(x_bchw))
+        x = self.network[1](x8)
+        x = self.pos_drop(x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2])))
+        for stage in self.network[2:]:
+            x = stage(x)
+        return [x8.permute(0, 3, 1, 2).contiguous(), x.permute(0, 3, 1, 2).contiguous()]
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
