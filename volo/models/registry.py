@@ -7,7 +7,7 @@ from pathlib import Path
 from volo.errors import VoloError
 from volo.models.variants import VARIANTS, VoloArch
 from volo.models.volo import Volo
-from volo.models.weights import arch_from_state_dict, load_weights, read_state_dict
+from volo.models.weights import arch_from_state_dict, load_weights, read_state_dict, read_weights_meta
 
 
 def list_models() -> list[str]:
@@ -29,7 +29,7 @@ def resolve_name(name: str) -> tuple[str, int | None]:
 def create_model(
     name: str,
     img_size: int | None = None,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     checkpoint: str | Path | None = None,
     **overrides,
 ) -> Volo:
@@ -37,12 +37,13 @@ def create_model(
 
     The checkpoint may be at another resolution (pos_embed is resized) or class count (heads re-initialised).
     `overrides` are `VoloArch` fields (drop_path_rate=0.1, in_chans=1, ...). `name='auto'` with a checkpoint
-    builds whatever architecture the file holds.
+    builds whatever architecture the file holds (its resolution and class count unless given).
     """
     if name == "auto":
         if checkpoint is None:
             raise VoloError("create_model('auto') needs a checkpoint to read the architecture from.")
-        arch = arch_from_state_dict(read_state_dict(checkpoint))
+        meta = read_weights_meta(checkpoint)
+        arch = VoloArch.from_dict(meta["arch"]) if meta else arch_from_state_dict(read_state_dict(checkpoint))
         size_from_name = None
     else:
         base, size_from_name = resolve_name(name)
@@ -55,7 +56,7 @@ def create_model(
     size = img_size or size_from_name or arch.img_size
     if size % 16:
         raise VoloError(f"img_size={size} is not a multiple of 16; VOLO needs one (224, 256, 384, 448, 512...).")
-    arch = arch.with_overrides(img_size=size, num_classes=num_classes, **overrides)
+    arch = arch.with_overrides(img_size=size, num_classes=num_classes or arch.num_classes, **overrides)
     model = Volo(arch)
     if checkpoint is not None:
         load_weights(model, checkpoint)

@@ -21,7 +21,7 @@ class VoloArch:
     embed_dims: tuple[int, int, int, int]
     """Channels per stage; stage 0 is the outlooker stage."""
     num_heads: tuple[int, int, int, int]
-    """Attention heads per stage (head_dim is 32 in every released variant)."""
+    """Attention heads per stage (outlookers: head_dim 32; transformers: 12 (D1) or 16 heads)."""
     mlp_ratio: float = 3.0
     """MLP hidden width as a multiple of the channels."""
     stem_hidden: int = 64
@@ -123,8 +123,9 @@ VARIANTS: dict[str, Variant] = {
 
 
 def identify_variant(arch: VoloArch) -> str | None:
-    """The name of the variant whose shapes `arch` has (resolution and class count aside), or None."""
-    keys = ("layers", "embed_dims", "num_heads", "mlp_ratio", "stem_hidden")
+    """The name of the variant whose tensor shapes `arch` has (resolution, class count and the transformer head
+    counts, which no tensor shape records, aside), or None."""
+    keys = ("layers", "embed_dims", "mlp_ratio", "stem_hidden")
     for name, variant in VARIANTS.items():
         if all(getattr(variant.arch, k) == getattr(arch, k) for k in keys):
             return name

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from volo.errors import VoloError
-from volo.models.variants import VoloArch, identify_variant
+from volo.models.variants import VARIANTS, VoloArch, identify_variant
 
 _WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model_ema", "model", "module")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -95,7 +95,7 @@ def arch_from_state_dict(sd: dict[str, torch.Tensor]) -> VoloArch:
     mlp_ratio = fc1.shape[0] / fc1.shape[1] if fc1 is not None else 3.0
     post = len({int(k.split(".")[1]) for k in sd if k.startswith("post_network.")})
     grid = sd["pos_embed"].shape[1]
-    return VoloArch(
+    arch = VoloArch(
         layers=tuple(layers),
         embed_dims=tuple(dims),
         num_heads=(heads0,) + tuple(d // 32 for d in dims[1:]),
@@ -106,6 +106,11 @@ def arch_from_state_dict(sd: dict[str, torch.Tensor]) -> VoloArch:
         num_classes=sd["head.weight"].shape[0],
         in_chans=sd["patch_embed.conv.0.weight"].shape[1],
     )
+    # Transformer head counts leave no trace in tensor shapes: take them from the matching known variant.
+    known = identify_variant(arch)
+    if known is not None:
+        arch = arch.with_overrides(num_heads=VARIANTS[known].arch.num_heads)
+    return arch
 
 
 def describe(arch: VoloArch) -> str:
