@@ -1,0 +1,254 @@
+"""Every data backend returns the PyTorch loader's batch contract, and its label_transform follows its pixels.
+
+The alignment images are asymmetric in both axes: the left third and the top quarter are class A (red), the rest
+class B (blue), on JPEGs of varied, non-square sizes. Sampling the class map through the reported affine
+(`F.affine_grid`, the convention of `volo.data.batch`) must give the class each output pixel shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from volo.data import affine
+from volo.data.backends import (
+    BACKENDS,
+    LoaderOptions,
+    build_loader,
+    crop_affine,
+    flip_affine,
+    pixel_to_normalised,
+    scan_for,
+    to_label_transform,
+)
+from volo.data.batch import Batch
+from volo.errors import VoloError
+from volo.labeling.source import TokenLabel
+
+RED, BLUE = (230, 20, 20), (20, 20, 230)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def make_dataset(root: Path, per_class: int = 8, seed: int = 0) -> Path:
+    """Two classes of asymmetric JPEGs (left third + top quarter red, rest blue), sizes 60..160 x 60..120."""
+    rng = np.random.default_rng(seed)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = int(rng.integers(60, 120)), int(rng.integers(60, 160))
+            pixels = np.empty((h, w, 3), np.uint8)
+            pixels[:] = BLUE
+            pixels[:, : w // 3] = RED
+            pixels[: h // 4] = RED
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.jpg", quality=95)
+    return root
+
+
+def class_a_mask(label_transform: torch.Tensor, size: int, margin: float = 0.08) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, S) bool 'shows class A' from the affine, and the pixels far enough from every edge to be judged."""
+    grid = F.affine_grid(label_transform.float(), [label_transform.shape[0], 1, size, size], align_corners=False)
+    x, y = grid[..., 0], grid[..., 1]
+    is_a = (x < -1 / 3) | (y < -1 / 2)
+    inside = (x.abs() < 1 - margin) & (y.abs() < 1 - margin)
+    clear = ((x + 1 / 3).abs() > margin) & ((y + 1 / 2).abs() > margin)
+    return is_a, inside & clear
+
+
+def redness(images: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) red minus blue of the de-normalised images."""
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    rgb = images.float().cpu() * std + mean
+    return rgb[:, 0] - rgb[:, 2]
+
+
+def colour_agreement(batch: Batch) -> float:
+    """Fraction of judged pixels whose colour (red vs blue) is the class the affine says (no colour ops)."""
+    is_a, judged = class_a_mask(batch.label_transform, batch.images.shape[-1])
+    shows_a = redness(batch.images) > 0
+    return ((shows_a == is_a) & judged).sum().item() / judged.sum().item()
+
+
+def cluster_agreement(batch: Batch) -> float:
+    """Like `colour_agreement` but blind to colour ops (invert, solarize...): per image, the two label regions must
+    separate by colour, whichever colour each became.
+
+    Only saturated pixels are judged: RandAugment's spatial ops fill the area they uncover with grey, and that area
+    still maps inside the original image (outside the crop), so the label there is real but the pixels show fill.
+    """
+    is_a, judged = class_a_mask(batch.label_transform, batch.images.shape[-1])
+    v = redness(batch.images)
+    judged = judged & (v.abs() > 0.25)
+    good = total = 0
+    for i in range(len(batch)):
+        a, b = v[i][judged[i] & is_a[i]], v[i][judged[i] & ~is_a[i]]
+        if len(a) < 8 or len(b) < 8 or abs(a.mean() - b.mean()) < 0.2:
+            continue  # one region only, or a colour op (posterize/solarize) made both look alike
+        mid = (a.mean() + b.mean()) / 2
+        sign = 1 if a.mean() > mid else -1
+        good += ((sign * (a - mid)) > 0).sum().item() + ((sign * (b - mid)) < 0).sum().item()
+        total += len(a) + len(b)
+    assert total > 0, "no image showed both regions: the test lost its power"
+    return good / total
+
+
+def reference_batch(root: Path, size: int) -> Batch:
+    """The PyTorch path's first batch (dataset + aligned PIL transforms + collate), through `build_loader`."""
+    return next(iter(build_loader("pytorch", options(root, img_size=size, workers=0, reprob=0.0))))
+
+
+def contract(batch: Batch) -> dict:
+    """What must be identical across backends: types, dtypes, shapes (bar batch), value range of the images."""
+    lo = (0 - torch.tensor(MEAN)) / torch.tensor(STD)
+    hi = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
+    per_channel = batch.images.float().cpu().transpose(0, 1).reshape(3, -1)
+    in_range = bool(((per_channel.min(1).values >= lo - 1e-3) & (per_channel.max(1).values <= hi + 1e-3)).all())
+    return {
+        "type": type(batch).__name__,
+        "images": (batch.images.dtype, tuple(batch.images.shape[1:]), in_range),
+        "labels": (batch.labels.dtype, batch.labels.dim()),
+        "label_transform": (batch.label_transform.dtype, tuple(batch.label_transform.shape[1:])),
+        "token_labels": batch.has_token_labels,
+    }
+
+
+class DictLabels:
+    """An in-memory label source: every cell of image key K holds the value hash(K) % 1000 and class ids 0..k-1."""
+
+    num_classes, topk, map_size = 10, 3, (4, 5)
+
+    def get(self, key: str) -> TokenLabel:
+        v = float(sum(map(ord, key)) % 1000)
+        ids = np.broadcast_to(np.arange(3, dtype=np.int16)[:, None, None], (3, 4, 5)).copy()
+        return TokenLabel(np.full((3, 4, 5), v, np.float16), ids)
+
+    def unreadable(self) -> set[str]:
+        return {"a/000.jpg"}
+
+
+def check_token_labels(batch: Batch, keys: list[str]) -> None:
+    """The maps of the right images, in the contract's dtypes and shapes."""
+    assert batch.label_values.dtype == torch.float16 and batch.label_values.shape == (len(batch), 3, 4, 5)
+    assert batch.label_ids.dtype == torch.int64 and batch.label_ids.shape == (len(batch), 3, 4, 5)
+    assert batch.label_values[:, 0, 0, 0].tolist() == [float(sum(map(ord, k)) % 1000) for k in keys]
+    assert "a/000.jpg" not in keys  # the store's unreadable images are left out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("asym"))
+
+
+def options(root: Path, **kw) -> LoaderOptions:
+    base = dict(root=root, img_size=32, batch_size=4, workers=1, seed=3)
+    base.update(kw)
+    return LoaderOptions(**base)
+
+
+# ---- geometry helpers: the batched torch form must equal volo.data.affine's numpy form ----
+
+
+def test_crop_affine_matches_reference_crop_resize():
+    crops = torch.tensor([[5.0, 7.0, 40.0, 30.0], [0.0, 0.0, 60.0, 90.0]])  # top, left, h, w
+    hw = torch.tensor([[60.0, 90.0], [60.0, 90.0]])
+    ours = crop_affine(crops, hw)
+    ref = [affine.crop_resize((7, 5, 37, 45), (90, 60)), affine.crop_resize((0, 0, 90, 60), (90, 60))]
+    torch.testing.assert_close(ours, torch.tensor(np.stack(ref)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(flip_affine(torch.tensor([1]))[0], torch.tensor(affine.hflip()), atol=0, rtol=0)
+
+
+def test_pixel_to_normalised_matches_reference():
+    coeffs = (0.9, 0.2, 3.0, -0.1, 1.1, -2.0)
+    ours = pixel_to_normalised(torch.tensor(coeffs, dtype=torch.float64).view(1, 2, 3), 32)[0]
+    ref = affine.from_pixel_affine(coeffs, (32, 32))
+    torch.testing.assert_close(ours, torch.tensor(ref), atol=1e-12, rtol=0)
+    chained = to_label_transform(torch.eye(3, dtype=torch.float64)[None], ours[None])
+    assert chained.dtype == torch.float32 and chained.shape == (1, 2, 3)
+
+
+def test_alignment_check_has_power(dataset):
+    """A mirrored affine must fail the check the backends pass (so passing means something)."""
+    loader = build_loader("nvjpeg", options(dataset, rand_augment=""))
+    batch = next(iter(loader))
+    assert colour_agreement(batch) > 0.97
+    wrong = batch.label_transform.clone()
+    wrong[:, 0, :] *= -1  # mirror the reported x
+    assert colour_agreement(Batch(batch.images, batch.labels, wrong)) < 0.8
+
+
+# ---- nvJPEG backend (runs on CPU here; on CUDA it decodes with nvJPEG) ----
+
+
+def test_nvjpeg_contract_matches_pytorch(dataset):
+    ref = contract(reference_batch(dataset, 32))
+    loader = build_loader("nvjpeg", options(dataset))
+    batch = next(iter(loader))
+    assert contract(batch) == ref
+    scan = scan_for(options(dataset))
+    assert batch.labels.tolist() == [scan.samples[i].label for i in loader.last_indices.tolist()]
+
+
+@pytest.mark.parametrize("rand_augment", ["", "rand-m10-mstd1-inc1"])  # m10: strongest ops, clipping
+def test_nvjpeg_label_transform_follows_pixels(dataset, rand_augment):
+    loader = build_loader("nvjpeg", options(dataset, rand_augment=rand_augment))
+    warped = 0
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            if rand_augment:
+                assert cluster_agreement(batch) > 0.97
+            else:
+                assert colour_agreement(batch) > 0.97
+            warped += int((batch.label_transform[:, :, :2].abs() > 1e-6).sum(dim=(1, 2)).gt(2).sum())
+    assert (warped > 0) == bool(rand_augment)  # rotations/shears were applied and tracked, only with RandAugment
+
+
+def test_nvjpeg_sharding_and_resume(dataset):
+    seen = []
+    for rank in range(2):
+        loader = build_loader("nvjpeg", options(dataset, rank=rank, world_size=2))
+        assert len(loader) == 2
+        seen.append([i for _ in loader for i in loader.last_indices.tolist()])
+    assert len(seen[0]) == len(seen[1]) == 8 and not set(seen[0]) & set(seen[1])
+
+    loader = build_loader("nvjpeg", options(dataset))
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    rest = [(loader.last_indices.tolist(), b.images) for b in it]
+    resumed = build_loader("nvjpeg", options(dataset))
+    resumed.load_state_dict(state)
+    again = [(resumed.last_indices.tolist(), b.images) for b in resumed]
+    assert [r[0] for r in rest] == [a[0] for a in again]
+    for (_, x), (_, y) in zip(rest, again):
+        torch.testing.assert_close(x, y, atol=0, rtol=0)
+
+
+def test_nvjpeg_sees_the_pytorch_loaders_images_per_step(dataset):
+    """Both use the resumable sampler: same labels per step, and the same position after one step."""
+    torch_loader = build_loader("pytorch", options(dataset, workers=0, rank=1, world_size=2))
+    nvjpeg = build_loader("nvjpeg", options(dataset, rank=1, world_size=2))
+    assert len(torch_loader) == len(nvjpeg) == 2
+    assert [b.labels.tolist() for b in torch_loader] == [b.labels.tolist() for b in nvjpeg]
+    assert torch_loader.state_dict() == {**nvjpeg.state_dict(), "backend": "pytorch"}
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "nvjpeg"])
+def test_token_labels_follow_the_sample(dataset, backend):
+    loader = build_loader(backend, options(dataset, workers=0, token_labels=DictLabels(), reprob=0.0))
+    assert len(loader.sampler.order(0)) == 15
+    for batch in loader:
+        assert batch.has_token_labels
+        if backend == "nvjpeg":
+            check_token_labels(batch, [loader.images.samples[i].key for i in loader.last_indices.tolist()])
+
+
+def test_unknown_backend_is_a_sentence(dataset):
+    with pytest.raises(VoloError, match="pytorch, dali, nvjpeg"):
+        build_loader("tfrecord", options(dataset))
+    assert BACKENDS == ("pytorch", "dali", "nvjpeg")

@@ -1,0 +1,69 @@
+"""MixToken: box sampling, class-target mixing, and the un-mixed token logits against mixed label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import volo
+from volo.data.batch import Batch
+from volo.data.targets import build_targets
+from volo.training.loss import TokenLabelingLoss, soft_cross_entropy
+from volo.training.mixtoken import mix_class_target, mix_targets, mix_token_targets, sample_mix_box
+
+
+def test_box_is_on_the_grid_and_lam_is_the_kept_area():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        mb = sample_mix_box((14, 10), rng)
+        y1, x1, y2, x2 = mb.box.tolist()
+        assert mb.box.dtype == torch.int64
+        assert 0 <= y1 <= y2 <= 14 and 0 <= x1 <= x2 <= 10
+        assert mb.lam == 1.0 - (y2 - y1) * (x2 - x1) / 140
+
+
+def test_box_is_deterministic_from_the_rng():
+    a = [sample_mix_box((14, 14), np.random.default_rng(3)).box.tolist() for _ in range(2)]
+    assert a[0] == a[1]
+    # the reference's formula: cut = int(S * sqrt(1 - lam)), centre uniform, clipped
+    rng = np.random.default_rng(3)
+    lam = rng.beta(1.0, 1.0)
+    cut = int(14 * np.sqrt(1 - lam))
+    cy, cx = rng.integers(14), rng.integers(14)
+    expected = [max(cy - cut // 2, 0), max(cx - cut // 2, 0), min(cy + cut // 2, 14), min(cx + cut // 2, 14)]
+    assert a[0] == expected
+
+
+def test_mix_class_target_values():
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    mixed = mix_class_target(t, 0.75)
+    assert mixed.tolist() == [[0.875, 0.125], [0.0, 1.0], [0.625, 0.375]]  # sample i mixes with B-1-i
+
+
+def test_unmixed_logits_with_own_targets_equal_mixed_logits_with_mixed_maps():
+    """Training on the model's un-mixed token logits with each image's own targets gives the same loss as
+    training on the mixed images' logits against label maps mixed in the box."""
+    torch.manual_seed(0)
+    model = volo.create_model("volo_tiny", img_size=64, num_classes=6).train()
+    images = torch.randn(4, 3, 64, 64)
+    g = torch.Generator().manual_seed(1)
+    values = torch.randn(4, 3, 4, 4, generator=g).half()
+    ids = torch.stack([torch.randperm(6, generator=g)[:3] for _ in range(64)]).reshape(4, 4, 4, 3).permute(0, 3, 1, 2)
+    lt = torch.tensor([[[0.7, 0.1, 0.2], [-0.1, 0.6, 0.0]]]).repeat(4, 1, 1)
+    targets = build_targets(Batch(images, torch.tensor([0, 1, 2, 3]), lt, values, ids), 6)
+    box = torch.tensor([1, 0, 3, 3])
+    out = model(images, mix_box=box)
+    inside = torch.zeros(4, 4, dtype=torch.bool)
+    inside[1:3, 0:3] = True
+    raw = torch.where(inside.reshape(1, 16, 1), out.token_logits.flip(0), out.token_logits)  # as the images were
+    mixed_maps = mix_token_targets(targets.tokens, box, (4, 4))
+    ours = soft_cross_entropy(out.token_logits, targets.tokens)
+    direct = soft_cross_entropy(raw, mixed_maps)
+    torch.testing.assert_close(ours, direct, atol=1e-6, rtol=1e-6)
+    # and token-by-token: token (1, 0) of image 0 is image 3's content, so its raw logits face image 3's target
+    torch.testing.assert_close(mixed_maps[0, 4], targets.tokens[3, 4], atol=0, rtol=0)
+    lam = 1 - 6 / 16
+    loss = TokenLabelingLoss()(out, mix_targets(targets, lam))
+    expected_cls = soft_cross_entropy(out.cls_logits, lam * targets.cls + (1 - lam) * targets.cls.flip(0))
+    torch.testing.assert_close(loss.cls, expected_cls, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(loss.total, expected_cls + 0.5 * direct, atol=1e-6, rtol=1e-6)

@@ -1,0 +1,253 @@
+"""One entry point for every training-data path: `build_loader(backend, options)` with backend pytorch|dali|nvjpeg.
+
+All three return an iterable of `volo.data.batch.Batch` with the same contract (see batch.py): normalised
+(B, 3, S, S) images, (B,) int64 class labels, a (B, 2, 3) float32 `label_transform` mapping output-image coords
+to original-image coords (F.affine_grid convention, align_corners=False), and, with a token-label source, the
+stored whole-image top-k maps. The fast backends also share the geometry helpers below, so the affine each one
+reports is built by the same code from the crop box, the flip and the RandAugment warp it applied.
+
+Every loader object has `__len__` (batches per epoch, equal on every rank), `set_epoch(epoch)`, and
+`state_dict()` / `load_state_dict()` for its position inside the epoch (saved in training checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+from volo.data.batch import Batch
+from volo.data.dataset import scan_image_folder
+from volo.errors import VoloError
+from volo.labeling.source import LabelSource
+
+Backend = Literal["pytorch", "dali", "nvjpeg"]
+BACKENDS: tuple[str, ...] = ("pytorch", "dali", "nvjpeg")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training image: its file and its class index (classes are the sorted folder names)."""
+
+    path: Path
+    label: int
+    key: str
+    """Path relative to the ImageFolder root, POSIX form: how the token-label store names the image."""
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """An ImageFolder scan: classes and files sorted, so every rank and every backend sees one order."""
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: tuple[Sample, ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def attach_token_labels(batch: Batch, source: LabelSource, keys: Sequence[str]) -> None:
+    """Fill `batch.label_values` (B, k, h, w) float16 and `batch.label_ids` (B, k, h, w) int64 from the store."""
+    labels = [source.get(key) for key in keys]
+    device = batch.images.device
+    batch.label_values = torch.from_numpy(np.stack([t.values for t in labels])).to(device, torch.float16)
+    batch.label_ids = torch.from_numpy(np.stack([t.ids for t in labels]).astype(np.int64)).to(device)
+
+
+@dataclass
+class LoaderOptions:
+    """What any training loader needs; each backend reads the fields it uses."""
+
+    root: Path
+    """Training split folder (root/<class>/<image>.jpg)."""
+    img_size: int = 224
+    """Output side S: images are (3, S, S)."""
+    batch_size: int = 64
+    """Images per rank per step."""
+    rank: int = 0
+    """Global rank of this process (its shard of the data)."""
+    world_size: int = 1
+    """Number of ranks sharing the data."""
+    seed: int = 0
+    """Base seed; each backend derives a per-global-rank augmentation seed from it."""
+    scale: tuple[float, float] = (0.08, 1.0)
+    """Random-resized-crop area fraction range."""
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """Random-resized-crop aspect-ratio (w/h) range."""
+    hflip: float = 0.5
+    """Horizontal flip probability."""
+    rand_augment: str = "rand-m9-mstd0.5-inc1"
+    """timm-style RandAugment spec; "" turns it off."""
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    device: str | None = None
+    """Where decoding and augmentation run: None/"cpu" = CPU; "cuda"/"cuda:N" = GPU (DALI mixed, nvJPEG)."""
+    workers: int = 4
+    """PyTorch: DataLoader workers; DALI: pipeline threads; nvJPEG: file-reading threads."""
+    max_images: int | None = None
+    """Use only the first N images of the scan (debug runs)."""
+    reprob: float = 0.25
+    """Random-erasing probability; the PyTorch path only (the DALI and nvJPEG paths do not erase)."""
+    token_labels: LabelSource | None = field(default=None, repr=False)
+    """The token-label store (`volo.labeling.source.open_label_store`); None gives batches without token labels."""
+
+
+class BatchLoader(Protocol):
+    """What `build_loader` returns, whatever the backend."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def scan_for(options: LoaderOptions) -> ImageList:
+    """The images a loader trains on, in the PyTorch dataset's order and class numbering (`volo.data.dataset`).
+
+    Images the label store could not read are left out (as the PyTorch path does), then `max_images` applies.
+    """
+    root = Path(options.root)
+    classes, entries, _ = scan_image_folder(root)
+    skip = options.token_labels.unreadable() if options.token_labels is not None else set()
+    samples = [Sample(root / e.key, e.label, e.key) for e in entries if e.key not in skip]
+    if options.max_images is not None:
+        samples = samples[: options.max_images]
+    return ImageList(root, tuple(classes), tuple(samples))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A distinct 31-bit augmentation seed per (run seed, global rank); NVIDIA's examples repeat seeds per node."""
+    return (seed * 1_000_003 + rank * 7919 + 12345) % (2**31 - 1)
+
+
+def shard_length(num_samples: int, world_size: int) -> int:
+    """Samples per rank after padding the last shard: ceil(N / world), the same on every rank."""
+    return math.ceil(num_samples / world_size)
+
+
+# ---- geometry shared by the fast backends (all affines are (B, 3, 3) homogeneous, normalised coords) ----
+
+
+def crop_affine(crops_yxhw: torch.Tensor, image_hw: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) map from normalised crop coords to normalised whole-image coords.
+
+    crops_yxhw: (B, 4) pixel box (top, left, height, width); image_hw: (B, 2) original (height, width).
+    A crop pixel at normalised x shows image pixel x0 + (x + 1) / 2 * w, i.e. normalised (w/W) x + (2 x0 + w)/W - 1.
+    """
+    crops = crops_yxhw.to(torch.float64)
+    hw = image_hw.to(torch.float64)
+    y0, x0, h, w = crops.unbind(1)
+    H, W = hw.unbind(1)
+    out = torch.zeros(crops.shape[0], 3, 3, dtype=torch.float64)
+    out[:, 0, 0] = w / W
+    out[:, 0, 2] = (2 * x0 + w) / W - 1
+    out[:, 1, 1] = h / H
+    out[:, 1, 2] = (2 * y0 + h) / H - 1
+    out[:, 2, 2] = 1
+    return out
+
+
+def flip_affine(flipped: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) horizontal mirror x -> -x where flipped[i] is true, identity elsewhere."""
+    out = torch.eye(3, dtype=torch.float64).repeat(flipped.shape[0], 1, 1)
+    out[:, 0, 0] = 1 - 2 * flipped.to(torch.float64).flatten()
+    return out
+
+
+def pixel_to_normalised(dst_to_src_px: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 2|3, 3) dst->src map in pixel coords (corner of the first pixel = 0) of an S x S image -> normalised."""
+    m = torch.eye(3, dtype=torch.float64).repeat(dst_to_src_px.shape[0], 1, 1)
+    m[:, :2] = dst_to_src_px[:, :2].to(torch.float64)
+    half = size / 2
+    to_px = torch.tensor([[half, 0, half], [0, half, half], [0, 0, 1]], dtype=torch.float64)
+    return torch.linalg.inv(to_px) @ m @ to_px
+
+
+def to_label_transform(*affines_out_to_orig: torch.Tensor) -> torch.Tensor:
+    """Chain (B, 3, 3) maps, outermost (closest to the original image) first -> (B, 2, 3) float32 label_transform."""
+    total = affines_out_to_orig[0]
+    for a in affines_out_to_orig[1:]:
+        total = total @ a
+    return total[:, :2].to(torch.float32).contiguous()
+
+
+class TorchLoader:
+    """The reference path (`volo.data.loader`: PIL transforms in DataLoader workers) behind the common interface."""
+
+    def __init__(self, options: LoaderOptions) -> None:
+        from volo.data.dataset import ImageFolderDataset
+        from volo.data.loader import LoaderConfig
+        from volo.data.loader import build_loader as build_torch_loader
+        from volo.data.sampler import ResumableDistributedSampler
+        from volo.data.transforms import TrainTransform, TrainTransformConfig
+
+        cfg = TrainTransformConfig(
+            img_size=options.img_size,
+            scale=options.scale,
+            ratio=options.ratio,
+            hflip=options.hflip,
+            auto_augment=options.rand_augment or None,
+            re_prob=options.reprob,
+            mean=options.mean,
+            std=options.std,
+        )
+        self.dataset = ImageFolderDataset(options.root, TrainTransform(cfg), labels=options.token_labels)
+        if options.token_labels is not None:
+            self.dataset.drop(options.token_labels.unreadable())
+        if options.max_images is not None:
+            self.dataset.entries = self.dataset.entries[: options.max_images]
+        self.sampler = ResumableDistributedSampler(
+            len(self.dataset),
+            world_size=options.world_size,
+            rank=options.rank,
+            global_batch=options.world_size * options.batch_size,
+            seed=options.seed,
+        )
+        self.loader = build_torch_loader(
+            self.dataset, LoaderConfig(batch_size=options.batch_size, num_workers=options.workers), self.sampler
+        )
+
+    def __len__(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.sampler.epoch:
+            self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return {"backend": "pytorch", **self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("backend") != "pytorch":
+            raise VoloError(
+                "The checkpoint's loader state is not from the PyTorch loader; resume with the same --loader."
+            )
+        self.sampler.set_epoch(state["epoch"], state["consumed"])
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
+            self.sampler.consumed += self.sampler.global_batch
+            yield batch
+        self.sampler.set_epoch(self.sampler.epoch + 1)
+
+
+def build_loader(backend: str, options: LoaderOptions) -> BatchLoader:
+    """The training loader for `backend` (pytorch | dali | nvjpeg); all yield `Batch` with one contract."""
+    if backend == "dali":
+        from volo.data.dali_loader import DaliLoader
+
+        return DaliLoader(options)
+    if backend == "nvjpeg":
+        from volo.data.nvjpeg_loader import NvJpegLoader
+
+        return NvJpegLoader(options)
+    if backend == "pytorch":
+        return TorchLoader(options)
+    raise VoloError(f"Unknown data loader backend {backend!r}; choose one of {', '.join(BACKENDS)}.")

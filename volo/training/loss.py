@@ -1,0 +1,58 @@
+"""The token-labeling loss: soft-target CE on the class head plus dense_weight x mean token CE on the aux head.
+
+    L = CE(cls_logits, t_cls) + dense_weight * mean over all B*N tokens of CE(token_logits, t_token)
+
+with CE(z, t) = -sum_k t_k log_softmax(z)_k. dense_weight is 0.5 for VOLO.
+
+Fine-tuning 'ground truth' option (the reference's TokenLabelGTCrossEntropy): the class target becomes
+`r * teacher + (1 - r) * ground_truth`, where ground_truth is the smoothed (and MixToken-mixed) one-hot of the
+dataset label and r = 0.5 when the teacher's top class equals the ground truth's top class, 0.9 when they differ.
+So when teacher and label agree the target is an even blend; when they disagree the teacher still dominates (0.9),
+the label only pulls 10% of the mass towards itself. Token targets are not blended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from volo.data.targets import Targets
+from volo.models.volo import VoloTrainOutput
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    """Scalar: cls + dense_weight * tokens."""
+    cls: torch.Tensor
+    """Scalar class-head CE."""
+    tokens: torch.Tensor
+    """Scalar mean token CE (before dense_weight)."""
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over leading dims of -sum(target * log_softmax(logits)); logits and target (..., K)."""
+    return -(target * logits.float().log_softmax(dim=-1)).sum(dim=-1).mean()
+
+
+def ground_truth_blend(teacher: torch.Tensor, ground_truth: torch.Tensor) -> torch.Tensor:
+    """(B, K): r * teacher + (1 - r) * ground_truth, r = 0.5 where the argmaxes agree, else 0.9."""
+    agree = teacher.argmax(dim=-1) == ground_truth.argmax(dim=-1)
+    r = torch.where(agree, 0.5, 0.9).to(teacher.dtype)[:, None]
+    return r * teacher + (1.0 - r) * ground_truth
+
+
+class TokenLabelingLoss(nn.Module):
+    def __init__(self, dense_weight: float = 0.5, cls_weight: float = 1.0, ground_truth: bool = False):
+        super().__init__()
+        self.dense_weight = dense_weight
+        self.cls_weight = cls_weight
+        self.ground_truth = ground_truth
+
+    def forward(self, output: VoloTrainOutput, targets: Targets) -> LossParts:
+        t_cls = ground_truth_blend(targets.cls, targets.ground_truth) if self.ground_truth else targets.cls
+        cls = soft_cross_entropy(output.cls_logits, t_cls)
+        tokens = soft_cross_entropy(output.token_logits, targets.tokens)
+        return LossParts(self.cls_weight * cls + self.dense_weight * tokens, cls, tokens)
