@@ -1,0 +1,115 @@
+"""`volo plan`: predict images/s, scaling efficiency, time-to-train and GPU-hours for N nodes x G GPUs.
+
+volo plan --model volo_d5 --node-images-s 500 --per-gpu-batch 44 --nodes 1,2,5,10 --plot plan.png
+volo plan --model volo_d1 --images-s 1150 --per-gpu-batch 128 --nodes 1,2,4
+volo plan --model volo_d5 --bench-json bench.json --nodes 1,5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from volo.distributed.planner import (
+    IMAGENET_TRAIN_IMAGES,
+    CommModel,
+    Workload,
+    count_params,
+    predict,
+    read_bench_json,
+    single_gpu_from_node,
+)
+from volo.distributed.planner_plot import plot_plan
+from volo.errors import VoloError
+
+DEFAULTS = CommModel()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="predict throughput, scaling and time-to-train on N nodes",
+        description="Scaling planner: single-GPU throughput + a ring all-reduce model -> images/s, efficiency, "
+        "hours and GPU-hours per cluster size (assumptions in docs/cluster.md).",
+    )
+    parser.add_argument("--model", default="volo_d5", help="VOLO variant (for its parameter count)")
+    parser.add_argument("--params", type=int, default=None, help="parameter count (instead of --model's)")
+    speed = parser.add_mutually_exclusive_group(required=True)
+    speed.add_argument("--images-s", type=float, help="measured training images/s of ONE GPU")
+    speed.add_argument("--node-images-s", type=float, help="measured training images/s of ONE NODE")
+    speed.add_argument("--bench-json", type=Path, help="benchmark result JSON (rows with model, batch, train_img_s)")
+    parser.add_argument("--per-gpu-batch", type=int, default=None, help="images per GPU per step (default 44)")
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--nodes", default="1,2,4,5,8", help="comma-separated node counts")
+    parser.add_argument("--epochs", type=float, default=300.0)
+    parser.add_argument("--dataset-images", type=int, default=IMAGENET_TRAIN_IMAGES)
+    parser.add_argument("--nvlink-gbs", type=float, default=DEFAULTS.nvlink_gbytes_s, help="intra-node busbw GB/s")
+    parser.add_argument(
+        "--inter-node-gbs", type=float, default=DEFAULTS.inter_node_gbytes_s, help="effective inter-node busbw GB/s"
+    )
+    parser.add_argument("--overlap", type=float, default=DEFAULTS.overlap, help="all-reduce fraction hidden (0..1)")
+    parser.add_argument("--bytes-per-grad", type=int, default=DEFAULTS.bytes_per_grad)
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def _node_counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise VoloError(f"--nodes {text!r} must be comma-separated whole numbers, like 1,2,5.") from None
+    if not counts or counts[0] < 1:
+        raise VoloError(f"--nodes {text!r} needs node counts of at least 1.")
+    return counts
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.overlap <= 1.0:
+        raise VoloError(f"--overlap {args.overlap} must lie between 0 and 1.")
+    comm = CommModel(
+        nvlink_gbytes_s=args.nvlink_gbs,
+        inter_node_gbytes_s=args.inter_node_gbs,
+        overlap=args.overlap,
+        bytes_per_grad=args.bytes_per_grad,
+    )
+    params = args.params if args.params is not None else count_params(args.model)
+    batch = args.per_gpu_batch
+    if args.bench_json is not None:
+        single, bench_batch = read_bench_json(args.bench_json, args.model)
+        batch = batch or bench_batch
+    elif args.node_images_s is not None:
+        batch = batch or 44
+        single = single_gpu_from_node(args.node_images_s, params, args.gpus_per_node, batch, comm)
+    else:
+        single = args.images_s
+        batch = batch or 44
+    workload = Workload(
+        params=params, single_gpu_images_s=single, per_gpu_batch=batch, epochs=args.epochs,
+        dataset_images=args.dataset_images,
+    )  # fmt: skip
+    predictions = [predict(workload, n, args.gpus_per_node, comm) for n in _node_counts(args.nodes)]
+    one_node = predict(workload, 1, args.gpus_per_node, comm).images_s
+    if args.json:
+        print(json.dumps({"workload": asdict(workload), "comm": asdict(comm),
+                          "predictions": [asdict(p) for p in predictions]}, indent=2))  # fmt: skip
+    else:
+        print(
+            f"{args.model}: {params / 1e6:.1f} M params, {params * comm.bytes_per_grad / 1e9:.2f} GB of gradients; "
+            f"1 GPU {single:.1f} img/s at batch {batch}; {args.epochs:g} epochs x {args.dataset_images:,} images"
+        )
+        header = f"{'nodes':>5} {'GPUs':>5} {'images/s':>9} {'eff/GPU':>8} {'eff/node':>8} {'step ms':>8} "
+        header += f"{'comm ms':>8} {'hours':>8} {'days':>6} {'GPU-h':>8}"
+        print(header)
+        for p in predictions:
+            print(
+                f"{p.nodes:>5} {p.gpus:>5} {p.images_s:>9.1f} {p.efficiency:>8.1%} "
+                f"{p.images_s / (p.nodes * one_node):>8.1%} {p.step_s * 1e3:>8.1f} {p.exposed_comm_s * 1e3:>8.1f} "
+                f"{p.hours:>8.1f} {p.hours / 24:>6.1f} {p.gpu_hours:>8.0f}"
+            )
+    if args.plot is not None:
+        title = f"{args.model}: {args.gpus_per_node} GPUs/node, {args.epochs:g} epochs"
+        print(f"plot: {plot_plan(predictions, single, title, args.plot)}")
+    return 0
