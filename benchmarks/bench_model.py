@@ -1,0 +1,432 @@
+"""Ours vs timm's VOLO, side by side in one process: same architecture, same weights, same batch.
+
+Per model and implementation: forward+backward time, train images/s (forward, backward, AdamW step), eval images/s,
+peak memory (CUDA: max allocated during a train step; CPU: bytes of the tensors autograd saves for backward, the
+activation memory, which needs no allocator statistics), forward GFLOP/image (torch.utils.flop_counter) and, on a
+GPU, model-FLOP utilisation `3 * fwd_flops * train img/s / measured matmul peak`. The two implementations' steps
+are interleaved (ours, timm, ours, ...) and each reports its median, so load from other processes hits both alike.
+
+    python benchmarks/bench_model.py        # CPU: volo_tiny and volo_d1, small batch; GPU: D1..D5 + D5@448/512
+    python benchmarks/bench_model.py --models volo_d1 --batch 64 --amp --compile
+    volo bench                                         # the quick check: volo_tiny on CPU (well under a minute)
+
+Writes the table to `benchmarks/results/model_<device>.md` with card/CPU, driver, versions, commit and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import volo
+from volo.models.variants import VoloArch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+GPU_PLAN = [("volo_d1", 224, 128), ("volo_d2", 224, 128), ("volo_d3", 224, 128), ("volo_d4", 224, 64),
+            ("volo_d5", 224, 64), ("volo_d5", 448, 16), ("volo_d5", 512, 16)]  # fmt: skip
+CPU_PLAN = [("volo_tiny", 224, 8), ("volo_d1", 224, 4)]
+QUICK_PLAN = [("volo_tiny", 224, 8)]
+
+
+@dataclass
+class BenchConfig:
+    """What to measure."""
+
+    plan: list[tuple[str, int, int]]
+    """(model name, image size, train batch) per row pair."""
+    steps: int = 10
+    """Timed steps per implementation (after `warmup`)."""
+    warmup: int = 3
+    compile: bool = False
+    """torch.compile both implementations (compile time excluded)."""
+    amp: bool = False
+    """bf16 autocast (CUDA)."""
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    out: Path | None = None
+    """Report file; None = results/model_<device>.md."""
+    impls: tuple[str, ...] = ("ours", "timm")
+
+
+@dataclass
+class BenchRow:
+    impl: str
+    model: str
+    img_size: int
+    batch: int
+    fwd_bwd_ms: float
+    train_img_s: float
+    eval_img_s: float
+    mem_mib: float
+    fwd_gflop_per_img: float
+    fwd_bwd_cpu_ms: float | None = None
+    """CPU only: median process CPU time of forward+backward (all threads)."""
+    mfu: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Environment:
+    """Where a benchmark ran; printed at the top of every report."""
+
+    device: str
+    driver: str
+    versions: str
+    commit: str
+    date: str
+    slug: str
+    """Short device name for the report file: `cpu`, `h100`, `h200`..."""
+
+
+def describe_environment(device: torch.device) -> Environment:
+    import timm
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "absent"
+    versions = f"torch {torch.__version__}, triton {triton_version}, timm {timm.__version__}"
+    versions += f", python {platform.python_version()}"
+    repo = Path(__file__).resolve().parents[1]
+    commit = _command(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    if _command(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"]):
+        commit += " (+ uncommitted changes)"
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        driver = _command(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()[:1]
+        driver_text = f"driver {driver[0] if driver else 'unknown'}, CUDA {torch.version.cuda}"
+        slug = next((t.lower() for t in name.replace("-", " ").split() if t[:1] in "HABL" and t[1:2].isdigit()), "gpu")
+        return Environment(name, driver_text, versions, commit, date, slug)
+    cpu = _cpu_name()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    described = f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} threads, load average {load}"
+    return Environment(described, "n/a (CPU)", versions, commit, date, "cpu")
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _command(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: int = 20) -> float:
+    """Measured dense matmul FLOP/s (the MFU denominator), as shared/bench/timm_baseline.py measures it."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def write_report(path: Path, title: str, env: Environment, settings: str, table: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# {title}\n\n- device: {env.device}\n- driver: {env.driver}\n- versions: {env.versions}\n"
+        f"- commit: {env.commit}\n- date: {env.date}\n- settings: {settings}\n\n{table}\n"
+    )
+
+
+def timm_twin(model: volo.Volo) -> nn.Module:
+    """timm's VOLO with the same architecture, loaded with our weights (strict: the keys are identical)."""
+    from timm.models.volo import VOLO
+
+    a: VoloArch = model.arch
+    twin = VOLO(
+        layers=list(a.layers), img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes,
+        stem_hidden_dim=a.stem_hidden, embed_dims=list(a.embed_dims), num_heads=list(a.num_heads),
+        mlp_ratio=a.mlp_ratio,
+    )  # fmt: skip
+    twin.load_state_dict(model.state_dict(), strict=True)
+    return twin
+
+
+def prediction(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Train-mode logits (B, classes), the same math for both: `head(cls) + 0.5 * max_tokens(aux_head)`."""
+    out = model(x)
+    if isinstance(out, volo.VoloTrainOutput):
+        return out.cls_logits + 0.5 * out.token_logits.max(dim=1).values  # as timm: saves indices, not logits
+    return out
+
+
+class StepClock:
+    """Durations of code regions without host synchronisation (CUDA events), or on CPU both wall-clock and the
+    process's CPU time (which a machine shared with other jobs disturbs much less when torch runs one thread)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return (time.perf_counter(), time.process_time())
+
+    @staticmethod
+    def seconds(start, end) -> float:
+        """Wall-clock seconds (GPU time between events on CUDA)."""
+        if isinstance(start, tuple):
+            return end[0] - start[0]
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    @staticmethod
+    def cpu_seconds(start, end) -> float | None:
+        """Process CPU seconds (all threads) on CPU; None on CUDA."""
+        return end[1] - start[1] if isinstance(start, tuple) else None
+
+
+def autocast(cfg: BenchConfig) -> contextlib.AbstractContextManager:
+    if cfg.amp:
+        return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor, cfg: BenchConfig) -> int:
+    """Bytes of distinct non-parameter tensors autograd keeps for backward in one training forward."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(cfg):
+        prediction(model, x).float().sum()
+    return sum(seen.values())
+
+
+def forward_flops(model: nn.Module, img_size: int, device: torch.device) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, img_size, img_size, device=device))
+    model.train()
+    return counter.get_total_flops()
+
+
+def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: float | None) -> list[BenchRow]:
+    """Ours and timm's on one model/size/batch: interleaved train steps, then eval, then memory."""
+    device = torch.device(cfg.device)
+    torch.manual_seed(0)
+    ours = volo.create_model(name, img_size=img_size).to(device)
+    models = {"ours": ours}
+    if "timm" in cfg.impls:
+        models["timm"] = timm_twin(ours).to(device)
+    models = {k: m for k, m in models.items() if k in cfg.impls}
+    flops = forward_flops(ours, img_size, device)
+    x = torch.randn(batch, 3, img_size, img_size, device=device)
+    y = torch.randint(0, ours.arch.num_classes, (batch,), device=device)
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4, **fused) for k, m in models.items()}
+    fns: dict[str, Callable] = {k: (torch.compile(m) if cfg.compile else m) for k, m in models.items()}
+    clock = StepClock(device)
+    times: dict[str, list[tuple]] = {k: [] for k in models}
+    for step in range(cfg.warmup + cfg.steps):
+        for k, m in models.items():
+            m.train()
+            t0 = clock.mark()
+            with autocast(cfg):
+                loss = F.cross_entropy(prediction(fns[k], x).float(), y)
+            loss.backward()
+            t1 = clock.mark()
+            opts[k].step()
+            opts[k].zero_grad(set_to_none=True)
+            t2 = clock.mark()
+            if step >= cfg.warmup:
+                times[k].append((t0, t1, t2))
+    rows = []
+    eval_speeds = _eval_speeds(fns, models, batch * (2 if device.type == "cuda" else 1), img_size, cfg)
+    for k, m in models.items():
+        fwd_bwd = statistics.median(clock.seconds(a, b) for a, b, _ in times[k])
+        step_s = statistics.median(clock.seconds(a, c) for a, _, c in times[k])
+        cpu = [clock.cpu_seconds(a, b) for a, b, _ in times[k]]
+        cpu_ms = 1e3 * statistics.median(cpu) if cpu[0] is not None else None
+        eval_img_s = eval_speeds[k]
+        mem = _train_memory(fns[k], m, x, y, cfg) if device.type == "cuda" else saved_activation_bytes(m, x, cfg)
+        train_img_s = batch / step_s
+        rows.append(
+            BenchRow(
+                impl=k,
+                model=name,
+                img_size=img_size,
+                batch=batch,
+                fwd_bwd_ms=fwd_bwd * 1e3,
+                train_img_s=train_img_s,
+                eval_img_s=eval_img_s,
+                mem_mib=mem / 2**20,
+                fwd_gflop_per_img=flops / 1e9,
+                fwd_bwd_cpu_ms=cpu_ms,
+                mfu=(3 * flops * train_img_s / peak) if peak else None,
+            )
+        )
+    del models, opts, fns
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _eval_speeds(fns: dict[str, Callable], models: dict[str, nn.Module], batch: int, img_size: int, cfg: BenchConfig):
+    """Eval images/s per implementation, their steps interleaved like the training steps."""
+    device = torch.device(cfg.device)
+    x = torch.randn(batch, 3, img_size, img_size, device=device)
+    clock = StepClock(device)
+    spans: dict[str, list] = {k: [] for k in models}
+    for m in models.values():
+        m.eval()
+    with torch.no_grad(), autocast(cfg):
+        for step in range(cfg.warmup + cfg.steps):
+            for k in models:
+                t0 = clock.mark()
+                fns[k](x)
+                if step >= cfg.warmup:
+                    spans[k].append((t0, clock.mark()))
+    for m in models.values():
+        m.train()
+    return {k: batch / statistics.median(clock.seconds(a, b) for a, b in spans[k]) for k in models}
+
+
+def _train_memory(fn: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: BenchConfig) -> int:
+    """CUDA peak allocated during one forward+backward, above what was allocated before it (weights, optimizer)."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with autocast(cfg):
+        loss = F.cross_entropy(prediction(fn, x).float(), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def format_table(rows: list[BenchRow], device: str) -> str:
+    """Markdown table; the ratio in brackets is timm's time over ours (> 1: ours faster)."""
+    cpu = device != "cuda"
+    mem_label = "saved activations MiB" if cpu else "peak train mem MiB"
+    extra = " fwd+bwd CPU-time ms |" if cpu else ""
+    head = f"| model | res | batch | impl | fwd+bwd ms |{extra} train img/s | eval img/s | {mem_label} |"
+    head += " fwd GFLOP/img | MFU |"
+    lines = [head, "|" + "---|" * (11 if cpu else 10)]
+    base: dict[tuple, BenchRow] = {(r.model, r.img_size): r for r in rows if r.impl == "timm"}
+    for r in rows:
+        ref = base.get((r.model, r.img_size)) if r.impl != "timm" else None
+        speedup = f" ({ref.fwd_bwd_ms / r.fwd_bwd_ms:.2f}x)" if ref else ""
+        cells = [r.model, str(r.img_size), str(r.batch), r.impl, f"{r.fwd_bwd_ms:,.1f}{speedup}"]
+        if cpu:
+            ratio = f" ({ref.fwd_bwd_cpu_ms / r.fwd_bwd_cpu_ms:.2f}x)" if ref and r.fwd_bwd_cpu_ms else ""
+            cells.append(f"{r.fwd_bwd_cpu_ms:,.1f}{ratio}" if r.fwd_bwd_cpu_ms is not None else "n/a")
+        mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "n/a"
+        cells += [
+            f"{r.train_img_s:,.1f}",
+            f"{r.eval_img_s:,.1f}",
+            f"{r.mem_mib:,.1f}",
+            f"{r.fwd_gflop_per_img:.2f}",
+            mfu,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
+    """Measure every plan entry, print the table, write the report; returns the rows and the report path."""
+    device = torch.device(cfg.device)
+    peak = matmul_peak_flops(device, torch.bfloat16 if cfg.amp else torch.float32) if device.type == "cuda" else None
+    rows: list[BenchRow] = []
+    for name, img_size, batch in cfg.plan:
+        pair = bench_pair(name, img_size, batch, cfg, peak)
+        rows += pair
+        print("\n".join(format_table(pair, device.type).splitlines()[-len(pair) :]), flush=True)
+    table = format_table(rows, device.type)
+    env = describe_environment(device)
+    settings = f"steps {cfg.steps} (+{cfg.warmup} warm-up), compile={cfg.compile}, amp={'bf16' if cfg.amp else 'off'}"
+    if peak:
+        settings += f", measured matmul peak {peak / 1e12:.0f} TFLOP/s"
+    out = cfg.out or RESULTS_DIR / f"model_{env.slug}.md"
+    write_report(out, "VOLO training and eval speed: ours vs timm", env, settings, table)
+    print(table)
+    print(f"wrote {out}")
+    return rows, out
+
+
+def parse_args(argv: list[str] | None = None, quick: bool = False) -> BenchConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(argv), quick=quick)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", help="model names (default: the device's plan)")
+    parser.add_argument("--batch", type=int, help="train batch for every model (default: per plan)")
+    parser.add_argument("--img-size", type=int, help="image size for every model (default: per plan)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both implementations")
+    parser.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU, off CPU)"
+    )
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--ours-only", action="store_true", help="skip timm")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, help="report file (default: benchmarks/results/model_<device>.md)")
+
+
+def config_from_args(args: argparse.Namespace, quick: bool = False) -> BenchConfig:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise volo.VoloError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+    base = GPU_PLAN if device == "cuda" else (QUICK_PLAN if quick else CPU_PLAN)
+    if args.models:
+        unknown = [m for m in args.models if m not in volo.list_models()]
+        if unknown:
+            raise volo.VoloError(f"--models {unknown} unknown; choose from {', '.join(volo.list_models())}.")
+        sizes = {m: (s, b) for m, s, b in base}
+        base = [(m, *sizes.get(m, (224, 8 if device == "cpu" else 64))) for m in args.models]
+    plan = [(m, args.img_size or s, args.batch or b) for m, s, b in base]
+    for _, s, b in plan:
+        if s % 16 or b < 1:
+            raise volo.VoloError(f"--img-size {s} must be a multiple of 16 and --batch {b} at least 1.")
+    gpu = device == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return BenchConfig(
+        plan=plan, steps=args.steps or (10 if gpu else (3 if quick else 5)),
+        warmup=args.warmup if args.warmup is not None else (3 if gpu else 1), compile=args.compile,
+        amp=gpu if args.amp is None else args.amp, device=device, out=args.out,
+        impls=("ours",) if args.ours_only else ("ours", "timm"),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    run(parse_args())

@@ -1,0 +1,440 @@
+"""Fused outlook attention in Triton: forward and backward, never materialising the unfolded tensors.
+
+Shapes (as `volo.models.outlook_attention`): `v_bhwc (B, H, W, C)`, `logits (B, h, w, nh*K^4)` with the row-major
+layout `[head][a][b]` (a = output position in the KxK window, b = input position), h = ceil(H/s).
+
+For window (i, j) and head n: `P[a, b] = softmax_b(scale * logits[a, b])`, `O[a] = sum_b P[a, b] * V[b]`, and
+`O[a]` lands on pixel (i*s - pad + a // K, j*s - pad + a % K). Each softmax row (window, a) feeds exactly one
+pixel, so the forward is a *gather* per output pixel over the <= ceil(K/s)^2 windows that cover it: no fold, no
+atomics. It also stores the row's log-sum-exp `lse (B, h, w, nh, K*K)` (fp32, 1/K^2 of the logits' size) so the
+backward recomputes `P` from the logits instead of saving it.
+
+Backward, two kernels:
+- `dlogits` per window: `dP[a, b] = dO[a] . V[b]`, `dL = scale * P * (dP - sum_b P * dP)`; the window's K*K values
+  `V` are loaded once as a (BLOCK_W, K*K, D) tile.
+- `dv` per pixel, a gather again: `dV[pix] = sum over windows w covering pix (as position b) of sum_a P[a, b] dO[a]`.
+
+Pixels are launched per stride-parity class (y % s, x % s), so the windows that cover a pixel are known at compile
+time and no work is spent on the (K*K - ceil(K/s)^2) impossible ones. Everything accumulates in fp32; fp32, bf16
+and fp16 inputs; any H, W, head count and head_dim. The ops are `torch.library.triton_op`s, so `torch.compile`
+traces through them without graph breaks. Importing this module makes no CUDA call; it registers the backend
+`triton`, chosen automatically for CUDA tensors. With `TRITON_INTERPRET=1` (set before importing triton) the same
+kernels run on CPU tensors, which is how the CPU test-suite checks their logic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from volo.models.outlook_attention import register_backend
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_PIXEL_BLOCK = 32
+_WINDOW_TILE_ELEMENTS = 8192  # BLOCK_W * KK_PAD * BLOCK_D of the dlogits kernel's V tile
+POISON_OUTPUTS = False
+"""Tests set this: outputs are then allocated filled with NaN, so an element a kernel fails to write shows up."""
+
+
+def _new(shape: torch.Size | tuple[int, ...], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    dtype = dtype or like.dtype
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
+    return torch.empty(shape, device=like.device, dtype=dtype)
+
+
+@triton.jit
+def _outlook_fwd_kernel(
+    v_ptr,
+    logits_ptr,
+    out_ptr,
+    lse_ptr,
+    H,
+    W,
+    h,
+    w,
+    NH,
+    scale,
+    C: tl.constexpr,
+    D: tl.constexpr,
+    K: tl.constexpr,
+    PAD: tl.constexpr,
+    S: tl.constexpr,
+    PY: tl.constexpr,
+    PX: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    KK_PAD: tl.constexpr,
+):
+    """One program: BLOCK_P pixels of parity class (PY, PX), one (batch, head); writes out and the rows' lse."""
+    KK: tl.constexpr = K * K
+    pid_p = tl.program_id(0)
+    pid_bn = tl.program_id(1)
+    b = pid_bn // NH
+    n = pid_bn % NH
+    ws = (W - PX + S - 1) // S  # pixels of this parity class per row
+    hs = (H - PY + S - 1) // S
+    q = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    yy = q // ws
+    xx = q % ws
+    pix_ok = q < hs * ws
+    y = PY + S * yy
+    x = PX + S * xx
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    cols = tl.arange(0, KK_PAD)
+    col_ok = cols < KK
+    v_base = v_ptr + b.to(tl.int64) * H * W * C + n * D
+    l_base = logits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK
+    lse_base = lse_ptr + b.to(tl.int64) * h * w * NH * KK + n * KK
+    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
+    for ky in tl.static_range(K):
+        if (PY + PAD - ky) % S == 0:
+            i = yy + (PY + PAD - ky) // S
+            for kx in tl.static_range(K):
+                if (PX + PAD - kx) % S == 0:
+                    j = xx + (PX + PAD - kx) // S
+                    ok = pix_ok & (i >= 0) & (i < h) & (j >= 0) & (j < w)
+                    win = tl.where(ok, i * w + j, 0).to(tl.int64)
+                    row = l_base + win * (NH * KK * KK) + (ky * K + kx) * KK
+                    lg = tl.load(row[:, None] + cols[None, :], mask=ok[:, None] & col_ok[None, :], other=0.0)
+                    lg = tl.where(col_ok[None, :], lg.to(tl.float32) * scale, float("-inf"))
+                    m = tl.max(lg, 1)
+                    lse = m + tl.log(tl.sum(tl.exp(lg - m[:, None]), 1))
+                    tl.store(lse_base + win * (NH * KK) + ky * K + kx, lse, mask=ok)
+                    for bb in tl.static_range(KK):
+                        vy = i * S - PAD + bb // K
+                        vx = j * S - PAD + bb % K
+                        v_ok = ok & (vy >= 0) & (vy < H) & (vx >= 0) & (vx < W)
+                        lb = tl.load(row + bb, mask=ok, other=0.0).to(tl.float32) * scale
+                        p = tl.where(ok, tl.exp(lb - lse), 0.0)
+                        src = tl.where(v_ok, vy * W + vx, 0).to(tl.int64) * C
+                        vv = tl.load(v_base + src[:, None] + d[None, :], mask=v_ok[:, None] & d_ok[None, :], other=0.0)
+                        acc += p[:, None] * vv.to(tl.float32)
+    dst = tl.where(pix_ok, y * W + x, 0).to(tl.int64) * C
+    out_base = out_ptr + b.to(tl.int64) * H * W * C + n * D
+    tl.store(
+        out_base + dst[:, None] + d[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=pix_ok[:, None] & d_ok[None, :],
+    )
+
+
+@triton.jit
+def _outlook_bwd_logits_kernel(
+    grad_ptr,
+    v_ptr,
+    logits_ptr,
+    lse_ptr,
+    dlogits_ptr,
+    H,
+    W,
+    h,
+    w,
+    NH,
+    scale,
+    C: tl.constexpr,
+    D: tl.constexpr,
+    K: tl.constexpr,
+    PAD: tl.constexpr,
+    S: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    KK_PAD: tl.constexpr,
+):
+    """One program: BLOCK_W windows, one (batch, head); writes all K^4 logit gradients of each window."""
+    KK: tl.constexpr = K * K
+    pid_w = tl.program_id(0)
+    pid_bn = tl.program_id(1)
+    b = pid_bn // NH
+    n = pid_bn % NH
+    win = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
+    win_ok = win < h * w
+    i = win // w
+    j = win % w
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    cols = tl.arange(0, KK_PAD)
+    col_ok = cols < KK
+    pix_base = b.to(tl.int64) * H * W * C + n * D
+    win64 = tl.where(win_ok, win, 0).to(tl.int64)
+    l_rows = logits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK + win64 * (NH * KK * KK)
+    dl_rows = dlogits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK + win64 * (NH * KK * KK)
+    lse_rows = lse_ptr + b.to(tl.int64) * h * w * NH * KK + n * KK + win64 * (NH * KK)
+    # the window's values V[b] as a (BLOCK_W, KK_PAD, BLOCK_D) tile, zero outside the image
+    vy = i[:, None] * S - PAD + cols[None, :] // K
+    vx = j[:, None] * S - PAD + cols[None, :] % K
+    v_ok = win_ok[:, None] & col_ok[None, :] & (vy >= 0) & (vy < H) & (vx >= 0) & (vx < W)
+    src = tl.where(v_ok, vy * W + vx, 0).to(tl.int64) * C
+    v_tile = tl.load(
+        v_ptr + pix_base + src[:, :, None] + d[None, None, :],
+        mask=v_ok[:, :, None] & d_ok[None, None, :],
+        other=0.0,
+    ).to(tl.float32)
+    for a in tl.static_range(KK):
+        qy = i * S - PAD + a // K
+        qx = j * S - PAD + a % K
+        q_ok = win_ok & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+        dst = tl.where(q_ok, qy * W + qx, 0).to(tl.int64) * C
+        g = tl.load(grad_ptr + pix_base + dst[:, None] + d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+        dp = tl.sum(v_tile * g.to(tl.float32)[:, None, :], 2)  # (BLOCK_W, KK_PAD)
+        lg = tl.load(l_rows[:, None] + a * KK + cols[None, :], mask=q_ok[:, None] & col_ok[None, :], other=0.0)
+        lse = tl.load(lse_rows + a, mask=q_ok, other=0.0)
+        p = tl.exp(lg.to(tl.float32) * scale - lse[:, None])
+        p = tl.where(q_ok[:, None] & col_ok[None, :], p, 0.0)
+        delta = tl.sum(p * dp, 1)
+        dl = scale * p * (dp - delta[:, None])
+        tl.store(
+            dl_rows[:, None] + a * KK + cols[None, :],
+            dl.to(dlogits_ptr.dtype.element_ty),
+            mask=win_ok[:, None] & col_ok[None, :],
+        )
+
+
+@triton.jit
+def _outlook_bwd_v_kernel(
+    grad_ptr,
+    logits_ptr,
+    lse_ptr,
+    dv_ptr,
+    H,
+    W,
+    h,
+    w,
+    NH,
+    scale,
+    C: tl.constexpr,
+    D: tl.constexpr,
+    K: tl.constexpr,
+    PAD: tl.constexpr,
+    S: tl.constexpr,
+    PY: tl.constexpr,
+    PX: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """One program: BLOCK_P pixels of parity class (PY, PX), one (batch, head); gathers dV from covering windows."""
+    KK: tl.constexpr = K * K
+    pid_p = tl.program_id(0)
+    pid_bn = tl.program_id(1)
+    b = pid_bn // NH
+    n = pid_bn % NH
+    ws = (W - PX + S - 1) // S
+    hs = (H - PY + S - 1) // S
+    q = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    yy = q // ws
+    xx = q % ws
+    pix_ok = q < hs * ws
+    y = PY + S * yy
+    x = PX + S * xx
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    pix_base = b.to(tl.int64) * H * W * C + n * D
+    l_base = logits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK
+    lse_base = lse_ptr + b.to(tl.int64) * h * w * NH * KK + n * KK
+    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
+    for ky in tl.static_range(K):
+        if (PY + PAD - ky) % S == 0:
+            i = yy + (PY + PAD - ky) // S
+            for kx in tl.static_range(K):
+                if (PX + PAD - kx) % S == 0:
+                    j = xx + (PX + PAD - kx) // S
+                    ok = pix_ok & (i >= 0) & (i < h) & (j >= 0) & (j < w)
+                    win = tl.where(ok, i * w + j, 0).to(tl.int64)
+                    for a in tl.static_range(KK):
+                        qy = i * S - PAD + a // K
+                        qx = j * S - PAD + a % K
+                        q_ok = ok & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+                        lab = tl.load(l_base + win * (NH * KK * KK) + a * KK + ky * K + kx, mask=q_ok, other=0.0)
+                        lse = tl.load(lse_base + win * (NH * KK) + a, mask=q_ok, other=0.0)
+                        p = tl.where(q_ok, tl.exp(lab.to(tl.float32) * scale - lse), 0.0)
+                        src = tl.where(q_ok, qy * W + qx, 0).to(tl.int64) * C
+                        g = tl.load(
+                            grad_ptr + pix_base + src[:, None] + d[None, :],
+                            mask=q_ok[:, None] & d_ok[None, :],
+                            other=0.0,
+                        )
+                        acc += p[:, None] * g.to(tl.float32)
+    dst = tl.where(pix_ok, y * W + x, 0).to(tl.int64) * C
+    tl.store(
+        dv_ptr + pix_base + dst[:, None] + d[None, :],
+        acc.to(dv_ptr.dtype.element_ty),
+        mask=pix_ok[:, None] & d_ok[None, :],
+    )
+
+
+def _launcher(kernel):
+    """`wrap_triton(kernel)` so torch.compile sees the launch; the plain kernel under Triton's interpreter."""
+    try:
+        return torch.library.wrap_triton(kernel)
+    except (RuntimeError, TypeError, AssertionError):
+        return kernel
+
+
+def _block_d(head_dim: int) -> int:
+    return triton.next_power_of_2(head_dim)
+
+
+@torch.library.triton_op("volo::outlook_attention_fwd", mutates_args=())
+def outlook_attention_fwd(
+    v_bhwc: torch.Tensor,
+    logits: torch.Tensor,
+    num_heads: int,
+    kernel_size: int,
+    padding: int,
+    stride: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (out (B, H, W, C) in v's dtype, lse (B, h, w, nh, K*K) fp32)."""
+    B, H, W, C = v_bhwc.shape
+    h, w = logits.shape[1], logits.shape[2]
+    KK = kernel_size * kernel_size
+    out = _new(v_bhwc.shape, v_bhwc)
+    lse = _new((B, h, w, num_heads, KK), v_bhwc, torch.float32)
+    launch = _launcher(_outlook_fwd_kernel)
+    for py in range(min(stride, H)):
+        for px in range(min(stride, W)):
+            count = math.ceil((H - py) / stride) * math.ceil((W - px) / stride)
+            grid = (triton.cdiv(count, _PIXEL_BLOCK), B * num_heads)
+            launch[grid](
+                v_bhwc,
+                logits,
+                out,
+                lse,
+                H,
+                W,
+                h,
+                w,
+                num_heads,
+                scale,
+                C=C,
+                D=C // num_heads,
+                K=kernel_size,
+                PAD=padding,
+                S=stride,
+                PY=py,
+                PX=px,
+                BLOCK_P=_PIXEL_BLOCK,
+                BLOCK_D=_block_d(C // num_heads),
+                KK_PAD=triton.next_power_of_2(KK),
+            )
+    return out, lse
+
+
+@torch.library.triton_op("volo::outlook_attention_bwd", mutates_args=())
+def outlook_attention_bwd(
+    grad_out: torch.Tensor,
+    v_bhwc: torch.Tensor,
+    logits: torch.Tensor,
+    lse: torch.Tensor,
+    num_heads: int,
+    kernel_size: int,
+    padding: int,
+    stride: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (grad_v (B, H, W, C), grad_logits (B, h, w, nh*K^4)) in the inputs' dtypes."""
+    B, H, W, C = v_bhwc.shape
+    h, w = logits.shape[1], logits.shape[2]
+    KK = kernel_size * kernel_size
+    kk_pad = triton.next_power_of_2(KK)
+    block_d = _block_d(C // num_heads)
+    grad_v = _new(v_bhwc.shape, v_bhwc)
+    grad_logits = _new(logits.shape, logits)
+    block_w = max(1, min(64, _WINDOW_TILE_ELEMENTS // (kk_pad * block_d)))
+    _launcher(_outlook_bwd_logits_kernel)[(triton.cdiv(h * w, block_w), B * num_heads)](
+        grad_out,
+        v_bhwc,
+        logits,
+        lse,
+        grad_logits,
+        H,
+        W,
+        h,
+        w,
+        num_heads,
+        scale,
+        C=C,
+        D=C // num_heads,
+        K=kernel_size,
+        PAD=padding,
+        S=stride,
+        BLOCK_W=block_w,
+        BLOCK_D=block_d,
+        KK_PAD=kk_pad,
+    )
+    launch = _launcher(_outlook_bwd_v_kernel)
+    for py in range(min(stride, H)):
+        for px in range(min(stride, W)):
+            count = math.ceil((H - py) / stride) * math.ceil((W - px) / stride)
+            launch[(triton.cdiv(count, _PIXEL_BLOCK), B * num_heads)](
+                grad_out,
+                logits,
+                lse,
+                grad_v,
+                H,
+                W,
+                h,
+                w,
+                num_heads,
+                scale,
+                C=C,
+                D=C // num_heads,
+                K=kernel_size,
+                PAD=padding,
+                S=stride,
+                PY=py,
+                PX=px,
+                BLOCK_P=_PIXEL_BLOCK,
+                BLOCK_D=block_d,
+            )
+    return grad_v, grad_logits
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    v_bhwc, logits, num_heads, kernel_size, padding, stride, scale = inputs
+    _, lse = output
+    ctx.save_for_backward(v_bhwc, logits, lse)
+    ctx.params = (num_heads, kernel_size, padding, stride, scale)
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, grad_out: torch.Tensor, _grad_lse: torch.Tensor | None):
+    v_bhwc, logits, lse = ctx.saved_tensors
+    grad_v, grad_logits = outlook_attention_bwd(grad_out.contiguous(), v_bhwc, logits, lse, *ctx.params)
+    return grad_v, grad_logits, None, None, None, None, None
+
+
+torch.library.register_autograd("volo::outlook_attention_fwd", _backward, setup_context=_setup_context)
+
+
+def outlook_attention_triton(
+    v_bhwc: torch.Tensor,
+    logits: torch.Tensor,
+    num_heads: int,
+    kernel_size: int = 3,
+    padding: int = 1,
+    stride: int = 2,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Outlook attention with the fused kernels; same signature and numbers as `outlook_attention_reference`.
+
+    v_bhwc (B, H, W, C), logits (B, ceil(H/s), ceil(W/s), nh*K^4) -> (B, H, W, C); both inputs the same dtype.
+    """
+    if logits.dtype != v_bhwc.dtype:
+        logits = logits.to(v_bhwc.dtype)
+    out, _ = outlook_attention_fwd(
+        v_bhwc.contiguous(), logits.contiguous(), num_heads, kernel_size, padding, stride, float(scale)
+    )
+    return out
+
+
+def supports(v_bhwc: torch.Tensor) -> bool:
+    """The fused kernels run on CUDA tensors of a supported float dtype."""
+    return v_bhwc.is_cuda and v_bhwc.dtype in SUPPORTED_DTYPES
+
+
+register_backend("triton", outlook_attention_triton, supports)
