@@ -117,8 +117,9 @@ def scan_for(options: LoaderOptions) -> ImageList:
     classes, entries, _ = scan_image_folder(root)
     skip = options.token_labels.unreadable() if options.token_labels is not None else set()
     samples = [Sample(root / e.key, e.label, e.key) for e in entries if e.key not in skip]
-    if options.max_images is not None:
-        samples = samples[: options.max_images]
+    if options.max_images is not None and options.max_images < len(samples):  # spread over all classes
+        picks = np.linspace(0, len(samples) - 1, options.max_images).round().astype(int)
+        samples = [samples[i] for i in sorted(set(picks.tolist()))]
     return ImageList(root, tuple(classes), tuple(samples))
 
 
@@ -227,7 +228,7 @@ class TorchLoader:
     def load_state_dict(self, state: dict) -> None:
         if state.get("backend") != "pytorch":
             raise VoloError(
-                "The checkpoint's loader state is not from the PyTorch loader; resume with the same --loader."
+                "The checkpoint's loader state is not from the PyTorch loader; resume with the same data.loader."
             )
         self.sampler.set_epoch(state["epoch"], state["consumed"])
 

@@ -52,7 +52,7 @@ def require_dali():
     except ImportError as e:
         raise VoloError(
             "The DALI loader needs NVIDIA DALI: run `pip install nvidia-dali-cuda130` (or `pip install volo[dali]`),"
-            " or choose --loader pytorch / nvjpeg."
+            " or choose --set data.loader=pytorch (or nvjpeg)."
         ) from e
     return nvidia.dali
 
@@ -227,7 +227,9 @@ class DaliLoader:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("backend") != "dali":
-            raise VoloError("The checkpoint's loader state is not from the DALI loader; resume with the same --loader.")
+            raise VoloError(
+                "The checkpoint's loader state is not from the DALI loader; resume with the same data.loader."
+            )
         self._checkpoint = state["dali_checkpoint"]
         self._epoch, self._position = state["epoch"], state["position"]
         self._iterator = None  # rebuilt from the blob on the next iteration

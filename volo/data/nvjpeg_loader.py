@@ -180,7 +180,7 @@ class NvJpegLoader:
     def load_state_dict(self, state: dict) -> None:
         if state.get("backend") != "nvjpeg":
             raise VoloError(
-                "The checkpoint's loader state is not from the nvJPEG loader; resume with the same --loader."
+                "The checkpoint's loader state is not from the nvJPEG loader; resume with the same data.loader."
             )
         self.sampler.set_epoch(state["epoch"], state["consumed"])
 

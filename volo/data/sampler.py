@@ -2,9 +2,9 @@
 
 Each epoch's order is one permutation of the dataset drawn from (seed, epoch). The epoch uses the first
 `floor(n / global_batch) * global_batch` entries, so every optimiser step sees a full global batch and every rank
-gets the same count (DDP needs equal step counts). Global position j goes to rank j % world_size, so the images of
-global step k are positions [k*G, (k+1)*G) whatever the number of ranks: 1 process with batch G and 2 processes with
-batch G/2 see the same images per step.
+gets the same count (DDP needs equal step counts). The images of global step k are positions [k*G, (k+1)*G) whatever
+the number of ranks, and rank r takes the r-th contiguous block of G/world_size of them. So 2 processes with batch b
+see, per step and per batch, exactly what 1 process with batch b and accumulation 2 sees (same batch-norm groups).
 
 Resume: `set_epoch(epoch, consumed=samples already used this epoch, counted globally)` continues the order from
 there. With a different world size (or global batch) the rest of the epoch is re-sharded from the same position, so
@@ -94,7 +94,9 @@ class ResumableDistributedSampler(Sampler[int]):
         return self.order(self.epoch)[self.consumed : self.consumed + usable]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._remaining()[self.rank :: self.world_size].tolist())
+        per_rank = self.global_batch // self.world_size
+        blocks = self._remaining().view(-1, self.world_size, per_rank)  # (steps, ranks, per-rank share)
+        return iter(blocks[:, self.rank].reshape(-1).tolist())
 
     def __len__(self) -> int:
         rest = self.epoch_length - self.consumed

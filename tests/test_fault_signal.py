@@ -1,0 +1,92 @@
+"""SIGUSR2 / SIGTERM (Slurm's early warning, time limit or preemption): every rank stops at the same step boundary,
+one checkpoint is written, every rank exits 0 within a bounded time, and the next launch resumes, here with a
+different number of processes, continuing the data order without repeating or skipping a sample."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from faults import kill_group, make_data, run, start, torchrun_cmd, train_args, volo_cmd, wait_for, worker_pids
+
+IMAGES, EPOCHS, GLOBAL_BATCH = 32, 2, 8
+
+
+def _steps_logged(run_dir: Path) -> int:
+    path = run_dir / "metrics" / "steps.jsonl"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _records(folder: Path) -> Counter:
+    return Counter(line for f in sorted(folder.glob("rank*.txt")) for line in f.read_text().split())
+
+
+def test_sigusr2_to_one_rank_stops_all_then_resume_on_one_process(tmp_path: Path):
+    data = make_data(tmp_path / "data")
+    out, rec = tmp_path / "runs", tmp_path / "rec"
+    rec.mkdir()
+    run_dir, log = out / "pre", tmp_path / "pre.log"
+    job = start(torchrun_cmd(2, train_args(data, out, "pre", 4), record=True), log, VOLO_RECORD_DIR=str(rec))
+    try:
+        # Signal right after setup (the header follows a barrier, so both handlers are installed): the first
+        # step boundary, step 1 of 4, is where both ranks must stop, mid-epoch.
+        wait_for(lambda: "global batch 8 (2 x 4 x 1)" in log.read_text(), 150, "the run header", job)
+        os.kill(worker_pids(job.pid)[1], signal.SIGUSR2)  # only rank 1 is told: rank 0 must agree anyway
+        t0 = time.monotonic()
+        job.wait(timeout=60)
+        stop_s = time.monotonic() - t0
+    finally:
+        kill_group(job)
+    text = log.read_text()
+    assert job.returncode == 0, text[-3000:]
+    assert "stopped by a signal after saving a checkpoint" in text
+    stopped_at = json.loads((run_dir / "metrics" / "steps.jsonl").read_text().splitlines()[-1])["step"]
+    assert stopped_at == 1, f"stopped at step {stopped_at}, not at the first step boundary"
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert latest.endswith(f"step{stopped_at:09d}.pt")
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt") if p.name != "best.pt")
+    assert saved[-1] == latest  # the stop checkpoint is the newest; it was written once, by both ranks together
+    before = sum(_records(rec).values())
+    assert before == stopped_at * GLOBAL_BATCH, f"{before} samples loaded for {stopped_at} steps"
+
+    # The next launch: one process with the same global batch (8 x 1 instead of 4 x 2).
+    resumed = run(volo_cmd(train_args(data, out, "pre", 8), record=True), timeout=200, VOLO_RECORD_DIR=str(rec))
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    assert "written by 2 process(es), this run has 1" in resumed.output
+    assert f"resumed from {run_dir / 'checkpoints' / latest} at step {stopped_at}" in resumed.output
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["metrics"]["steps"] == 8 and result["metrics"]["epochs"] == EPOCHS
+
+    counts = _records(rec)
+    assert len(counts) == IMAGES and set(counts.values()) == {EPOCHS}, "a sample was repeated or skipped"
+    print(
+        f"\nRELIABILITY usr2: stopped at step {stopped_at}, all ranks exited 0 {stop_s:.1f} s after the signal; "
+        f"resumed on 1 process, {sum(counts.values())} samples for {EPOCHS} epochs of {IMAGES}: 0 repeated/lost"
+    )
+
+
+def test_sigterm_single_process_saves_exits_zero_and_resumes(tmp_path: Path):
+    data = make_data(tmp_path / "data")
+    out, log = tmp_path / "runs", tmp_path / "term.log"
+    run_dir = out / "term"
+    job = start(volo_cmd(train_args(data, out, "term", 8)), log)
+    try:
+        wait_for(lambda: _steps_logged(run_dir) >= 1, 120, "a logged step", job)
+        job.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        job.wait(timeout=60)
+        stop_s = time.monotonic() - t0
+    finally:
+        kill_group(job)
+    text = log.read_text()
+    assert job.returncode == 0, text[-3000:]
+    stopped_at = json.loads((run_dir / "metrics" / "steps.jsonl").read_text().splitlines()[-1])["step"]
+    assert (run_dir / "checkpoints" / "latest").read_text().strip().endswith(f"step{stopped_at:09d}.pt")
+    resumed = run(volo_cmd(train_args(data, out, "term", 8)), timeout=200)
+    assert resumed.returncode == 0 and f"at step {stopped_at}" in resumed.output, resumed.output[-3000:]
+    assert json.loads((run_dir / "result.json").read_text())["metrics"]["steps"] == 8
+    print(f"\nRELIABILITY term: stopped at step {stopped_at}, exit 0 after {stop_s:.1f} s, resumed to step 8")

@@ -1,0 +1,277 @@
+"""Training checkpoints: atomic writes, keep-last-k + best + milestones, a `latest` pointer, validated resume.
+
+Layout inside `<run>/checkpoints/`:
+    epoch0003_step000000120.pt   end of an epoch (epoch numbers are 1-based: "3 epochs done")
+    step000000130.pt             inside an epoch (checkpoint.every_steps)
+    best.pt                      hard link to (or copy of) the best epoch checkpoint
+    latest                       text file naming the newest checkpoint
+Each file is a dict of tensors and plain types (see `TrainingCheckpoint`), written to a temp file in the same folder,
+flushed and fsynced, renamed over the target with `os.replace`, and the folder fsynced: a crash leaves either the old
+or the new file, never half of one. Everything is read back with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from volo.errors import VoloError
+
+FORMAT = "volo-train-checkpoint"
+VERSION = 1
+REQUIRED = ("format", "version", "model", "optimizer", "progress", "config", "world_size")
+_STEP_RE = re.compile(r"step(\d+)")
+_EPOCH_RE = re.compile(r"^epoch(\d+)_")
+
+
+@dataclass
+class Progress:
+    """Where training stands; plain ints/floats so it survives weights_only loading."""
+
+    epoch: int = 0
+    """Index of the epoch in progress (0-based); equals the number of finished epochs at an epoch end."""
+    step: int = 0
+    """Optimiser steps done in total (the schedule position)."""
+    epoch_consumed: int = 0
+    """Samples of `epoch` already used, counted over all ranks (the sampler position)."""
+    images_seen: int = 0
+    """Training images processed in total."""
+    skipped_steps: int = 0
+    """Steps skipped because the loss was NaN or infinite."""
+    best_top1: float = -1.0
+    best_epoch: int = -1
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Progress:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class TrainingCheckpoint:
+    """Everything needed to continue a run exactly."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    progress: Progress
+    config: dict
+    """The resolved `RunConfig.to_dict()`."""
+    world_size: int
+    ema: dict[str, torch.Tensor] | None = None
+    scaler: dict | None = None
+    rng: list[dict] = field(default_factory=list)
+    """Per-rank RNG states (`volo.training.rng.capture_rng`), index = rank."""
+    sampler: dict = field(default_factory=dict)
+    loader: list[dict] = field(default_factory=list)
+    """Per-rank dali/nvjpeg loader positions (`pack_loader_state`), index = rank; empty on the PyTorch path."""
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model,
+            "ema": self.ema,
+            "optimizer": self.optimizer,
+            "scaler": self.scaler,
+            "progress": self.progress.to_dict(),
+            "rng": self.rng,
+            "sampler": self.sampler,
+            "loader": self.loader,
+            "config": self.config,
+            "world_size": self.world_size,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path = "checkpoint") -> TrainingCheckpoint:
+        missing = [k for k in REQUIRED if k not in d]
+        if missing or d.get("format") != FORMAT:
+            raise VoloError(f"{source} is not a volo training checkpoint (missing {missing or ['format']}).")
+        if d["version"] > VERSION:
+            raise VoloError(f"{source} was written by a newer volo (format {d['version']}); upgrade volo to resume.")
+        return cls(
+            model=d["model"],
+            optimizer=d["optimizer"],
+            progress=Progress.from_dict(d["progress"]),
+            config=d["config"],
+            world_size=int(d["world_size"]),
+            ema=d.get("ema"),
+            scaler=d.get("scaler"),
+            rng=list(d.get("rng") or []),
+            sampler=dict(d.get("sampler") or {}),
+            loader=list(d.get("loader") or []),
+        )
+
+
+_BYTES = "__bytes__"
+
+
+def pack_loader_state(state: dict) -> dict:
+    """A loader's `state_dict()` made `weights_only`-safe: bytes values (DALI's blob) become (n,) uint8 tensors."""
+    return {
+        k: {_BYTES: torch.from_numpy(np.frombuffer(v, dtype=np.uint8).copy())} if isinstance(v, bytes) else v
+        for k, v in state.items()
+    }
+
+
+def unpack_loader_state(state: dict) -> dict:
+    """Inverse of `pack_loader_state`."""
+    return {
+        k: bytes(v[_BYTES].numpy().tobytes()) if isinstance(v, dict) and _BYTES in v else v for k, v in state.items()
+    }
+
+
+# -- atomic file writes ---------------------------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj, path: str | Path) -> Path:
+    """torch.save to a temp file beside `path`, fsync, rename over `path`, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+# -- the checkpoint folder ----------------------------------------------------------------------------------
+def checkpoint_name(progress: Progress, epoch_end: bool) -> str:
+    if epoch_end:
+        return f"epoch{progress.epoch:04d}_step{progress.step:09d}.pt"
+    return f"step{progress.step:09d}.pt"
+
+
+def step_of(path: Path) -> int:
+    m = _STEP_RE.search(path.name)
+    return int(m.group(1)) if m else -1
+
+
+class CheckpointManager:
+    """Writes, prunes and finds the checkpoints of one run folder."""
+
+    def __init__(self, directory: str | Path, keep_last: int = 3, milestones: list[int] | tuple[int, ...] = ()):
+        self.dir = Path(directory)
+        self.keep_last = keep_last
+        self.milestones = set(milestones)
+
+    def save(self, ckpt: TrainingCheckpoint, epoch_end: bool, is_best: bool = False) -> Path:
+        """Write `ckpt`, update `latest` (and `best.pt`), prune old ones. Returns the file written."""
+        path = atomic_torch_save(ckpt.to_dict(), self.dir / checkpoint_name(ckpt.progress, epoch_end))
+        atomic_write_text(path.name + "\n", self.dir / "latest")
+        if is_best:
+            self._link_best(path)
+        self.prune()
+        return path
+
+    def _link_best(self, path: Path) -> None:
+        best = self.dir / "best.pt"
+        tmp = self.dir / f".best.pt.tmp{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, best)
+        _fsync_dir(self.dir)
+
+    def candidates(self) -> list[Path]:
+        """Regular checkpoints (not best.pt), newest (highest step) first; epoch ends before mid-epoch at a tie."""
+        files = [p for p in self.dir.glob("*.pt") if p.name != "best.pt" and not p.name.startswith(".")]
+        return sorted(files, key=lambda p: (step_of(p), p.name.startswith("epoch")), reverse=True)
+
+    def prune(self) -> list[Path]:
+        """Delete all but the newest `keep_last` regular checkpoints; milestone epochs are kept."""
+        removed = []
+        regular = [p for p in self.candidates() if not self._is_milestone(p)]
+        for p in regular[self.keep_last :]:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+        return removed
+
+    def _is_milestone(self, path: Path) -> bool:
+        m = _EPOCH_RE.match(path.name)
+        return bool(m) and int(m.group(1)) in self.milestones
+
+    def latest_valid(self) -> tuple[Path, TrainingCheckpoint] | None:
+        """The newest checkpoint that loads and is complete; damaged ones are skipped with a warning naming them."""
+        order = self.candidates()  # `latest` names order[0]; scanning also survives a lost pointer
+        from volo.training.faults import dangling_latest_warning
+
+        if (note := dangling_latest_warning(self.dir)) is not None:
+            warnings.warn(note, stacklevel=2)
+        for path in order:
+            try:
+                return path, load_checkpoint(path)
+            except VoloError as err:
+                warnings.warn(f"Skipping damaged checkpoint {path}: {err}", stacklevel=2)
+        return None
+
+
+def load_checkpoint(path: str | Path) -> TrainingCheckpoint:
+    """Read a training checkpoint with weights_only=True; a damaged or foreign file raises `VoloError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise VoloError(f"Checkpoint {path} does not exist; pass --resume auto or the path of a .pt checkpoint.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise VoloError(f"{path} cannot be read ({first}); it is damaged or not a volo checkpoint.") from None
+    if not isinstance(obj, dict):
+        raise VoloError(f"{path} is not a volo training checkpoint (it holds a {type(obj).__name__}).")
+    return TrainingCheckpoint.from_dict(obj, path)
+
+
+def resolve_resume(resume: str | None, checkpoint_dir: Path) -> tuple[Path, TrainingCheckpoint] | None:
+    """`--resume auto` -> newest valid checkpoint of the run (None when there is none); a path -> that file."""
+    if not resume:
+        return None
+    if resume == "auto":
+        if not checkpoint_dir.is_dir():
+            return None
+        return CheckpointManager(checkpoint_dir).latest_valid()
+    path = Path(resume)
+    if path.is_dir():
+        found = CheckpointManager(path / "checkpoints" if (path / "checkpoints").is_dir() else path).latest_valid()
+        if found is None:
+            raise VoloError(f"--resume {resume}: no valid checkpoint in that folder.")
+        return found
+    return path, load_checkpoint(path)

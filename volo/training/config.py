@@ -1,0 +1,401 @@
+"""The one typed config schema of a training run, loaded from a complete YAML recipe plus `--set` overrides.
+
+A recipe (`volo/recipes/<name>.yaml`) lists every section below with every field; no inheritance. Overrides are
+`section.key=value` strings whose value is parsed as YAML and checked against the field's type. The resolved config
+(`RunConfig.to_dict()`, plain types only) is written to the run folder and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from volo.errors import VoloError
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+LOADERS: tuple[str, ...] = ("pytorch", "dali", "nvjpeg")
+"""The training data paths `data.loader` may name (see `volo.data.backends`)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "volo_d1"
+    """Model name for `create_model` (volo_tiny, volo_d1 .. volo_d5)."""
+    img_size: int = 224
+    """Training resolution in pixels (a multiple of 16); sets the token grid img_size/16."""
+    num_classes: int = 1000
+    """Classes of the classifier heads; a fine-tune with another count re-initialises the heads."""
+    drop_path_rate: float = 0.1
+    """Stochastic depth at the last block (linear in the block index)."""
+    drop_rate: float = 0.0
+    """Dropout after pos_embed and in projections."""
+    init_checkpoint: str | None = None
+    """Weights to fine-tune from (ours or released); pos_embed is resized, heads dropped on a class change."""
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    """ImageFolder root holding `train/` and `val/` (one folder per class); `--data` on the command line."""
+    train_split: str = "train"
+    """Sub-folder with the training images."""
+    val_split: str = "val"
+    """Sub-folder with the evaluation images."""
+    workers: int = 8
+    """DataLoader worker processes per rank (0 = load in the training process); DALI/nvJPEG: reader threads."""
+    loader: str = "pytorch"
+    """Training data path: pytorch (PIL in DataLoader workers), dali (NVIDIA DALI) or nvjpeg (torchvision nvJPEG)."""
+    loader_device: str | None = None
+    """Where dali/nvjpeg decode and augment ("cpu", "cuda:N"); None: cuda:LOCAL_RANK on CUDA runs, else cpu."""
+    rand_augment: str = "rand-m9-mstd0.5-inc1"
+    """timm-style RandAugment spec; empty string disables it."""
+    reprob: float = 0.25
+    """Random-erasing probability (pixel mode)."""
+    hflip: float = 0.5
+    """Horizontal flip probability."""
+    scale_min: float = 0.08
+    """Smallest area fraction of RandomResizedCrop."""
+    eval_crop_pct: float | None = None
+    """Centre-crop fraction for evaluation; None uses the model's own (0.96 at 224, see variants.py)."""
+    eval_batch_size: int = 128
+    """Images per rank per evaluation step."""
+    max_train_images: int | None = None
+    """Use only the first N training images (debug runs); None uses all."""
+    max_val_images: int | None = None
+    """Evaluate only the first N validation images; None uses all."""
+
+
+@dataclass
+class TokenLabelConfig:
+    label_root: str | None = None
+    """Token-label store made by `volo label`; None trains with plain (image-level) labels."""
+    size: int | None = None
+    """Token-label grid side; None means img_size/16 (must equal it: token logits are on that grid)."""
+    dense_weight: float = 0.5
+    """Weight of the per-token loss."""
+    cls_weight: float = 1.0
+    """Weight of the class-token loss."""
+    label_smoothing: float = 0.1
+    """Smoothing of the (soft) targets."""
+    mixtoken: bool = True
+    """MixToken: paste a token-grid box from the reversed batch (needs token targets; plain labels work too)."""
+    ground_truth: bool = False
+    """Fine-tune option: class target = r*teacher + (1-r)*ground truth (r 0.5 on agreement, 0.9 otherwise)."""
+
+
+@dataclass
+class OptimConfig:
+    lr_base: float = 1.6e-3
+    """Peak learning rate for a global batch of 1024; the run uses lr_base * global_batch / 1024."""
+    weight_decay: float = 0.05
+    """AdamW weight decay (not applied to pos_embed, cls_token, biases and norm weights)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    fused: bool = True
+    """Use the fused AdamW kernel (CUDA and CPU); it also skips non-finite steps without a host sync."""
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 300
+    """Cosine epochs (warmup included), not counting the cooldown."""
+    warmup_epochs: int = 20
+    """Linear warmup from warmup_lr to the peak LR."""
+    warmup_lr: float = 1e-6
+    """LR at step 0 (absolute, not scaled by batch)."""
+    min_lr: float = 1e-5
+    """LR at the end of the cosine and during cooldown (absolute)."""
+    cooldown_epochs: int = 10
+    """Epochs at min_lr after the cosine."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    """Images per GPU (per process) per micro-step."""
+    accumulation: int = 1
+    """Micro-steps per optimiser step; global batch = world_size * batch_size * accumulation."""
+    amp: str = "bf16"
+    """Autocast dtype on CUDA: bf16, fp16 (with loss scaling) or none. CPU always runs float32."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    ema: bool = False
+    """Keep an exponential moving average of the weights (evaluated and exported as well)."""
+    ema_decay: float = 0.99996
+    """EMA decay per optimiser step."""
+    clip_grad: float | None = None
+    """Clip the gradient norm to this value; None disables clipping."""
+    seed: int = 42
+    """Base seed; each rank uses seed + rank for augmentation, the sampler uses seed for the shuffle."""
+    deterministic: bool = False
+    """Deterministic algorithms, fixed seeds and workers=0: a resumed run repeats the losses exactly (CPU)."""
+    log_every: int = 50
+    """Steps between metric rows (and host syncs) in the log."""
+    max_steps: int | None = None
+    """Stop after this many optimiser steps in total (debug/bench); None runs the whole schedule."""
+    progress: bool = True
+    """Show a tqdm progress bar on rank 0."""
+    max_bad_steps: int = 25
+    """Stop (with a checkpoint) after this many consecutive optimiser steps with a NaN/inf loss (skipped)."""
+
+
+@dataclass
+class CheckpointConfig:
+    output_dir: str = "runs"
+    """Folder under which the run folder `<output_dir>/<run_name>` is made."""
+    run_name: str | None = None
+    """Run folder name; None uses the recipe name."""
+    keep_last: int = 3
+    """Keep the newest k epoch checkpoints (plus best and milestones)."""
+    milestones: list[int] = field(default_factory=list)
+    """Epochs whose checkpoints are never deleted."""
+    every_steps: int = 0
+    """Also checkpoint every N optimiser steps inside an epoch (0 = at epoch ends only)."""
+    eval_every: int = 1
+    """Evaluate every N epochs (and always after the last)."""
+
+
+@dataclass
+class RunConfig:
+    """A complete training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    token_labels: TokenLabelConfig = field(default_factory=TokenLabelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    recipe: str = "custom"
+    """Name of the recipe this config came from."""
+
+    def to_dict(self) -> dict:
+        """Plain dict/list/str/number/None only (safe for yaml and `torch.load(weights_only=True)`)."""
+        return asdict(self)
+
+    def validate(self) -> RunConfig:
+        _validate(self)
+        return self
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "token_labels": TokenLabelConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+    "checkpoint": CheckpointConfig,
+}
+
+
+# -- loading ------------------------------------------------------------------------------------------------
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in `volo/recipes/`."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe name (`d1_224`) or a path to a YAML file -> the file."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise VoloError(f"Recipe file {path} does not exist; pass a recipe name ({', '.join(list_recipes())}).")
+        return path
+    shipped = RECIPE_DIR / f"{recipe}.yaml"
+    if not shipped.is_file():
+        raise VoloError(f"Unknown recipe {str(recipe)!r}; choose one of {', '.join(list_recipes())} or give a path.")
+    return shipped
+
+
+def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a recipe (name or path), apply `section.key=value` overrides, validate."""
+    path = recipe_path(recipe)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise VoloError(f"Recipe {path} is not valid YAML: {str(err).splitlines()[0]}.") from None
+    if not isinstance(raw, dict):
+        raise VoloError(f"Recipe {path} must be a mapping of sections ({', '.join(SECTIONS)}).")
+    raw = dict(raw)
+    raw.setdefault("recipe", path.stem)
+    cfg = config_from_dict(raw, source=str(path))
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg.validate()
+
+
+def config_from_dict(raw: dict, source: str = "config") -> RunConfig:
+    """Build a `RunConfig` from nested plain dicts, checking every key and type."""
+    unknown = set(raw) - set(SECTIONS) - {"recipe"}
+    if unknown:
+        raise VoloError(f"{source}: unknown section(s) {sorted(unknown)}; valid sections: {', '.join(SECTIONS)}.")
+    kwargs = {}
+    for name, cls in SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise VoloError(f"{source}: section {name!r} must be a mapping of keys to values.")
+        kwargs[name] = _build_section(cls, section, name, source)
+    return RunConfig(**kwargs, recipe=str(raw.get("recipe", "custom")))
+
+
+def _build_section(cls: type, values: dict, section: str, source: str):
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise VoloError(f"{source}: unknown key {section}.{key}; valid keys of {section}: {', '.join(valid)}.")
+        out[key] = _coerce(value, hints[key], f"{section}.{key}", source)
+    return cls(**out)
+
+
+def apply_override(cfg: RunConfig, item: str) -> None:
+    """Apply one `section.key=value` override in place (value parsed as YAML, then type-checked)."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise VoloError(f"--set {item!r} is not of the form section.key=value (e.g. optim.lr_base=1e-3).")
+    dotted, text = item.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    if section not in SECTIONS:
+        raise VoloError(f"--set {item!r}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}.")
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        valid = ", ".join(f.name for f in fields(cls))
+        raise VoloError(f"--set {item!r}: unknown key {section}.{key}; valid keys of {section}: {valid}.")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""  # `key=` is the empty string; `key=null` is None
+    except yaml.YAMLError:
+        value = text
+    setattr(getattr(cfg, section), key, _coerce(value, hints[key], dotted, "--set"))
+
+
+def _coerce(value, hint, key: str, source: str):
+    """Check `value` against the annotation `hint` (int accepted for float; str for a str field)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, source)
+            except VoloError:
+                continue
+        raise VoloError(f"{source}: {key} must be {_type_name(hint)}, got {value!r}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise VoloError(f"{source}: {key} must be a list of {_type_name(args[0])}, got {value!r}.")
+        return [_coerce(v, args[0], key, source) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise VoloError(f"{source}: {key} must be {_type_name(hint)}, got {value!r}.")
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(
+        hint, str(hint)
+    )
+
+
+# -- validation ---------------------------------------------------------------------------------------------
+def _check(ok: bool, key: str, rule: str, value) -> None:
+    if not ok:
+        raise VoloError(f"Config value {key}={value!r} is out of range: it must be {rule}.")
+
+
+def _validate(cfg: RunConfig) -> None:
+    m, d, t, o, s, tr, c = cfg.model, cfg.data, cfg.token_labels, cfg.optim, cfg.schedule, cfg.train, cfg.checkpoint
+    _check(m.img_size > 0 and m.img_size % 16 == 0, "model.img_size", "a positive multiple of 16", m.img_size)
+    _check(m.num_classes >= 1, "model.num_classes", ">= 1", m.num_classes)
+    _check(0 <= m.drop_path_rate < 1, "model.drop_path_rate", "in [0, 1)", m.drop_path_rate)
+    _check(0 <= m.drop_rate < 1, "model.drop_rate", "in [0, 1)", m.drop_rate)
+    _check(d.workers >= 0, "data.workers", ">= 0", d.workers)
+    if d.loader not in LOADERS:
+        raise VoloError(f"Config value data.loader={d.loader!r} is unknown; choose one of {', '.join(LOADERS)}.")
+    dev = d.loader_device
+    _check(
+        dev is None or dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+        "data.loader_device",
+        "null, cpu, cuda or cuda:N",
+        dev,
+    )
+    _check(0 <= d.reprob <= 1, "data.reprob", "in [0, 1]", d.reprob)
+    _check(0 <= d.hflip <= 1, "data.hflip", "in [0, 1]", d.hflip)
+    _check(0 < d.scale_min <= 1, "data.scale_min", "in (0, 1]", d.scale_min)
+    _check(d.eval_crop_pct is None or 0 < d.eval_crop_pct <= 2, "data.eval_crop_pct", "in (0, 2]", d.eval_crop_pct)
+    _check(d.eval_batch_size >= 1, "data.eval_batch_size", ">= 1", d.eval_batch_size)
+    for key in ("max_train_images", "max_val_images"):
+        _check(getattr(d, key) is None or getattr(d, key) >= 1, f"data.{key}", ">= 1 or null", getattr(d, key))
+    grid = m.img_size // 16
+    _check(t.size is None or t.size == grid, "token_labels.size", f"null or img_size/16 = {grid}", t.size)
+    _check(t.dense_weight >= 0, "token_labels.dense_weight", ">= 0", t.dense_weight)
+    _check(t.cls_weight >= 0, "token_labels.cls_weight", ">= 0", t.cls_weight)
+    _check(0 <= t.label_smoothing < 1, "token_labels.label_smoothing", "in [0, 1)", t.label_smoothing)
+    _check(o.lr_base > 0 and math.isfinite(o.lr_base), "optim.lr_base", "a positive number", o.lr_base)
+    _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", o.betas)
+    _check(o.eps > 0, "optim.eps", "> 0", o.eps)
+    _check(s.epochs >= 1, "schedule.epochs", ">= 1", s.epochs)
+    _check(0 <= s.warmup_epochs <= s.epochs, "schedule.warmup_epochs", f"in [0, epochs={s.epochs}]", s.warmup_epochs)
+    _check(s.warmup_lr >= 0, "schedule.warmup_lr", ">= 0", s.warmup_lr)
+    _check(s.min_lr >= 0, "schedule.min_lr", ">= 0", s.min_lr)
+    _check(s.cooldown_epochs >= 0, "schedule.cooldown_epochs", ">= 0", s.cooldown_epochs)
+    _check(tr.batch_size >= 1, "train.batch_size", ">= 1", tr.batch_size)
+    _check(tr.accumulation >= 1, "train.accumulation", ">= 1", tr.accumulation)
+    _check(tr.amp in ("bf16", "fp16", "none"), "train.amp", "one of bf16, fp16, none", tr.amp)
+    _check(0 < tr.ema_decay < 1, "train.ema_decay", "in (0, 1)", tr.ema_decay)
+    _check(tr.clip_grad is None or tr.clip_grad > 0, "train.clip_grad", "> 0 or null", tr.clip_grad)
+    _check(tr.log_every >= 1, "train.log_every", ">= 1", tr.log_every)
+    _check(tr.max_bad_steps >= 1, "train.max_bad_steps", ">= 1", tr.max_bad_steps)
+    _check(tr.max_steps is None or tr.max_steps >= 1, "train.max_steps", ">= 1 or null", tr.max_steps)
+    _check(c.keep_last >= 1, "checkpoint.keep_last", ">= 1", c.keep_last)
+    _check(c.every_steps >= 0, "checkpoint.every_steps", ">= 0", c.every_steps)
+    _check(c.eval_every >= 1, "checkpoint.eval_every", ">= 1", c.eval_every)
+    _check(all(e >= 1 for e in c.milestones), "checkpoint.milestones", "epochs >= 1", c.milestones)
+
+
+# -- saving -------------------------------------------------------------------------------------------------
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (section order as in the schema)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path
+
+
+def is_complete(raw: dict) -> list[str]:
+    """Keys of the schema missing from a raw recipe dict (a complete recipe lists them all)."""
+    missing = []
+    for name, cls in SECTIONS.items():
+        section = raw.get(name) or {}
+        missing += [f"{name}.{f.name}" for f in fields(cls) if f.name not in section]
+    return missing

@@ -1,0 +1,51 @@
+"""Run metrics on disk: one JSON object per line (`*.jsonl`) and the same rows as CSV, per step and per epoch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends rows to `<dir>/<name>.jsonl` and `<dir>/<name>.csv` (rank 0 only; others pass enabled=False)."""
+
+    def __init__(self, directory: Path, name: str, enabled: bool = True):
+        self.jsonl = Path(directory) / f"{name}.jsonl"
+        self.csv = Path(directory) / f"{name}.csv"
+        self.enabled = enabled
+        self._fields: list[str] | None = None
+        if enabled and self.csv.is_file():  # resumed run: keep the header already written
+            with self.csv.open() as f:
+                header = f.readline().strip()
+            self._fields = header.split(",") if header else None
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        clean = {k: _plain(v) for k, v in row.items()}
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(clean) + "\n")
+        if self._fields is None:
+            self._fields = list(clean)
+            with self.csv.open("w", newline="") as f:
+                csv.writer(f).writerow(self._fields)
+        with self.csv.open("a", newline="") as f:
+            csv.writer(f).writerow([clean.get(k, "") for k in self._fields])
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a metrics file ([] when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v

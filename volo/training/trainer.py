@@ -1,0 +1,418 @@
+"""The training loop: `train(config) -> RunResult`, from one CPU process to torchrun across nodes.
+
+Order of a run: join the process group -> seed -> data -> model (fine-tune weights resized by `create_model`) ->
+optimiser (LR scaled by the real global batch) -> resume -> DDP / compile -> epochs of optimiser steps
+(`volo.training.step`), logging every `train.log_every` steps, evaluating and checkpointing each epoch (rank 0
+writes) -> export weights -> plots.
+
+Run folder `<checkpoint.output_dir>/<run_name>/`: config.yaml, metrics/{steps,epochs}.{jsonl,csv},
+checkpoints/ (see checkpoint.py), weights/{final,best,final_ema}.safetensors (+ .json with the architecture and
+class names), plots/{loss,lr,accuracy}.png, result.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+
+from volo.distributed.process_group import DistInfo, all_reduce_max, all_reduce_mean, barrier, init_distributed
+from volo.models.registry import create_model
+from volo.models.weights import save_weights
+from volo.training.checkpoint import (
+    CheckpointManager,
+    Progress,
+    TrainingCheckpoint,
+    pack_loader_state,
+    resolve_resume,
+)
+from volo.training.config import RunConfig, save_config
+from volo.training.data import TrainData, build_train_data, restore_loader
+from volo.training.ema import ModelEma
+from volo.training.evaluate import EvalResult, evaluate
+from volo.training.faults import BadStepGuard, check_resume_model, guard_collectives, save_checkpoint_together
+from volo.training.loss import TokenLabelingLoss
+from volo.training.metrics import MetricsLog
+from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_lr
+from volo.training.rng import capture_rng, restore_rng, seed_everything
+from volo.training.schedule import build_schedule
+from volo.training.signals import StopFlag
+from volo.training.step import StepContext, train_step
+
+
+@dataclass
+class RunResult:
+    """What a finished (or interrupted) run produced."""
+
+    run_dir: Path
+    final_weights: Path
+    best_weights: Path | None
+    ema_weights: Path | None
+    metrics: dict
+    """Final eval (top1, top5, val_loss, images) plus steps, epochs, skipped_steps, train_loss, images_per_s."""
+    plots: list[Path] = field(default_factory=list)
+    interrupted: bool = False
+    """True when a stop signal ended the run early (a checkpoint was written; resume with --resume auto)."""
+
+
+def _amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or cfg.train.amp == "none":
+        return None
+    return torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    return Path(cfg.checkpoint.output_dir) / (cfg.checkpoint.run_name or cfg.recipe)
+
+
+def _loader_seed(seed: int, rank: int, epoch: int, consumed: int) -> int:
+    return (seed * 1_000_003 + rank * 7919 + epoch * 104_729 + consumed) % (2**63 - 1)
+
+
+def train(cfg: RunConfig, resume: str | None = None) -> RunResult:
+    """Train as `cfg` says; `resume` is None, 'auto' (newest valid checkpoint of the run folder) or a path."""
+    cfg.validate()
+    dist = init_distributed()  # the group stays up for the caller (`volo train` tears it down)
+    previous_det = torch.are_deterministic_algorithms_enabled()
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    stop = StopFlag()
+    try:
+        with guard_collectives(dist):  # a peer that stops answering -> VoloError naming its rank
+            return _Run(cfg, dist, stop).run(resume)
+    finally:
+        stop.restore()
+        torch.use_deterministic_algorithms(previous_det)
+
+
+class _Run:
+    def __init__(self, cfg: RunConfig, dist: DistInfo, stop: StopFlag):
+        self.cfg, self.dist, self.stop = cfg, dist, stop
+        self.run_dir = run_dir_of(cfg)
+        self.main = dist.is_main
+
+    # -- setup ----------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        seed_everything(cfg.train.seed + dist.rank)
+        self.geometry = BatchGeometry(dist.world_size, cfg.train.batch_size, cfg.train.accumulation)
+        self.data: TrainData = build_train_data(cfg, dist, self.geometry.global_batch)
+        m = cfg.model
+        self.model = create_model(
+            m.name,
+            img_size=m.img_size,
+            num_classes=m.num_classes,
+            checkpoint=self._init_checkpoint,
+            drop_path_rate=m.drop_path_rate,
+            drop_rate=m.drop_rate,
+        ).to(dist.device)
+        self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema else None
+        self.peak_lr = scaled_lr(cfg.optim.lr_base, self.geometry)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
+        self.schedule = build_schedule(cfg.schedule, self.peak_lr, self.data.steps_per_epoch)
+        self.amp_dtype = _amp_dtype(cfg, dist.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.mix_rng = np.random.default_rng(cfg.train.seed * 1_000 + dist.rank)
+        self.progress = Progress()
+        self.bad_steps = BadStepGuard(cfg.train.max_bad_steps, dist.device)
+        self.ckpts = CheckpointManager(
+            self.run_dir / "checkpoints", cfg.checkpoint.keep_last, cfg.checkpoint.milestones
+        )
+
+    def load(self, ckpt: TrainingCheckpoint, path: Path) -> None:
+        check_resume_model(ckpt.model, ckpt.config, self.model, path)
+        self.model.load_state_dict(ckpt.model)
+        if self.ema is not None and ckpt.ema is not None:
+            self.ema.load_state_dict(ckpt.ema)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        if self.scaler is not None and ckpt.scaler:
+            self.scaler.load_state_dict(ckpt.scaler)
+        self.progress = ckpt.progress
+        if ckpt.world_size == self.dist.world_size and len(ckpt.rng) > self.dist.rank:
+            restore_rng(ckpt.rng[self.dist.rank])
+            self.mix_rng.bit_generator.state = ckpt.rng[self.dist.rank]["mixtoken"]
+        else:
+            warnings.warn(
+                f"{path} was written by {ckpt.world_size} process(es), this run has {self.dist.world_size}: the data "
+                "order continues from the same sample (no repeats or skips), random states are re-seeded.",
+                stacklevel=2,
+            )
+            seed_everything(self.cfg.train.seed + self.dist.rank + 7919 * self.progress.step)
+            if self.progress.epoch_consumed % self.geometry.global_batch:
+                self.progress.epoch_consumed -= self.progress.epoch_consumed % self.geometry.global_batch
+        if self.data.sampler is None:  # dali / nvjpeg: this rank's saved reader position
+            restore_loader(self.data, ckpt, path, self.dist, self.progress, self.cfg.train.batch_size)
+        if self.main:
+            print(f"volo train: resumed from {path} at step {self.progress.step}, epoch {self.progress.epoch}")
+
+    def wrap(self) -> None:
+        net = self.model
+        self.ddp = None
+        if self.dist.distributed:
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            net = self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.cfg.train.compile:
+            net = torch.compile(net)
+        self.ctx = StepContext(
+            net=net,
+            ddp=self.ddp,
+            params=[p for p in self.model.parameters() if p.requires_grad],
+            optimizer=self.optimizer,
+            loss_fn=TokenLabelingLoss(
+                self.cfg.token_labels.dense_weight, self.cfg.token_labels.cls_weight, self.cfg.token_labels.ground_truth
+            ),
+            device=self.dist.device,
+            num_classes=self.cfg.model.num_classes,
+            smoothing=self.cfg.token_labels.label_smoothing,
+            mixtoken=self.cfg.token_labels.mixtoken,
+            mix_rng=self.mix_rng,
+            amp_dtype=self.amp_dtype,
+            scaler=self.scaler,
+            clip_grad=self.cfg.train.clip_grad,
+        )
+
+    @property
+    def _init_checkpoint(self) -> str | None:
+        return None if getattr(self, "_resuming", False) else self.cfg.model.init_checkpoint
+
+    # -- the run --------------------------------------------------------------------------------------------
+    def run(self, resume: str | None) -> RunResult:
+        found = resolve_resume(resume, self.run_dir / "checkpoints")
+        self._resuming = found is not None
+        self.setup()
+        if found is not None:
+            self.load(found[1], found[0])
+        self.wrap()
+        if self.main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            (self.run_dir / "metrics").mkdir(parents=True, exist_ok=True)
+        barrier()
+        self.step_log = MetricsLog(self.run_dir / "metrics", "steps", self.main)
+        self.epoch_log = MetricsLog(self.run_dir / "metrics", "epochs", self.main)
+        if self.main:
+            print(
+                f"volo train: {self.cfg.model.name} @{self.cfg.model.img_size}, {len(self.data.classes)} classes, "
+                f"global batch {self.geometry.global_batch} ({self.dist.world_size} x {self.cfg.train.batch_size} x "
+                f"{self.cfg.train.accumulation}), peak lr {self.peak_lr:.3g}, {self.schedule.total_steps} steps, "
+                f"device {self.dist.device}, run folder {self.run_dir}"
+            )
+        interrupted = self.loop()
+        return self.finish(interrupted)
+
+    def loop(self) -> bool:
+        cfg, prog, sampler = self.cfg, self.progress, self.data.sampler
+        max_steps = min(cfg.train.max_steps or math.inf, self.schedule.total_steps)
+        total_epochs = math.ceil(self.schedule.total_steps / self.data.steps_per_epoch)
+        acc, gb = cfg.train.accumulation, self.geometry.global_batch
+        dev = self.dist.device
+        self.last_eval: EvalResult | None = None
+        while prog.epoch < total_epochs and prog.step < max_steps:
+            loader = self.data.train_loader
+            if sampler is not None:
+                sampler.set_epoch(prog.epoch, prog.epoch_consumed)
+                loader.generator = torch.Generator().manual_seed(
+                    _loader_seed(cfg.train.seed, self.dist.rank, prog.epoch, prog.epoch_consumed)
+                )
+            else:  # dali / nvjpeg keep their own (restored) position inside the epoch
+                loader.set_epoch(prog.epoch)
+            batches = iter(loader)
+            bar = self._bar(prog, self.data.steps_per_epoch)
+            sums = torch.zeros(4, device=dev)  # loss, cls, tokens, skipped since the last log
+            epoch_sum = torch.zeros(2, device=dev)  # loss sum, steps of this epoch
+            since, t0, micro, stopped = 0, time.perf_counter(), [], False
+            lr, stats = self.schedule(prog.step), None
+            for batch in batches:
+                micro.append(batch)
+                if len(micro) < acc:
+                    continue
+                lr = self.schedule(prog.step)
+                set_lr(self.optimizer, lr)
+                stats = train_step(self.ctx, micro)
+                self.bad_steps.update(stats.skipped)
+                micro = []
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                prog.step += 1
+                prog.epoch_consumed += gb
+                prog.images_seen += gb
+                sums += torch.stack([stats.loss, stats.cls_loss, stats.token_loss, stats.skipped])
+                epoch_sum += torch.stack([stats.loss, torch.ones((), device=dev)])
+                since += 1
+                if bar is not None:
+                    bar.update(1)
+                if prog.step % cfg.train.log_every == 0 or prog.step >= max_steps:
+                    t0 = self._log_steps(sums, since, stats.grad_norm, lr, t0, bar)
+                    sums.zero_()
+                    since = 0
+                    stopped = bool(all_reduce_max(torch.tensor([float(self.stop.flag)], device=dev)).item())
+                    if self.bad_steps.tripped():
+                        raise self.bad_steps.error(prog.step, self.save(epoch_end=False))
+                if prog.step >= max_steps or stopped:
+                    break
+                every = cfg.checkpoint.every_steps
+                if every and prog.step % every == 0 and prog.epoch_consumed < self.data.epoch_length:
+                    self.save(epoch_end=False)
+            if bar is not None:
+                bar.close()
+            if since and stats is not None:
+                self._log_steps(sums, since, stats.grad_norm, lr, t0, None)
+            epoch_done = prog.epoch_consumed + gb > self.data.epoch_length
+            if epoch_done and sampler is None:
+                for _ in batches:  # a stop on the epoch's last step: let the loader close its epoch (DALI reset)
+                    pass
+            if epoch_done:
+                self.end_epoch(epoch_sum, lr, last=prog.epoch + 1 >= total_epochs or prog.step >= max_steps)
+            else:
+                self.save(epoch_end=False)
+            if stopped:
+                return True
+        return False
+
+    def _bar(self, prog: Progress, steps_per_epoch: int):
+        if not (self.main and self.cfg.train.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=steps_per_epoch,
+            initial=prog.epoch_consumed // self.geometry.global_batch,
+            desc=f"epoch {prog.epoch + 1}",
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def _log_steps(self, sums: torch.Tensor, n: int, grad_norm: torch.Tensor, lr: float, t0: float, bar) -> float:
+        vals = all_reduce_mean(torch.cat([sums / n, grad_norm.reshape(1)])).tolist()
+        now = time.perf_counter()
+        ips = n * self.geometry.global_batch / max(now - t0, 1e-9)
+        self.progress.skipped_steps += round(vals[3] * n)
+        remaining = self.schedule.total_steps - self.progress.step
+        eta_s = remaining * self.geometry.global_batch / max(ips, 1e-9)
+        row = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "lr": lr,
+            "loss": vals[0],
+            "cls_loss": vals[1],
+            "token_loss": vals[2],
+            "grad_norm": vals[4],
+            "images_per_s": ips,
+            "skipped_steps": self.progress.skipped_steps,
+            "eta_s": eta_s,
+        }
+        self.step_log.write(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{vals[0]:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}", eta=f"{eta_s / 60:.1f}m")
+        return now
+
+    # -- epoch end: eval, log, checkpoint -------------------------------------------------------------------
+    def end_epoch(self, epoch_sum: torch.Tensor, lr: float, last: bool) -> None:
+        prog = self.progress
+        prog.epoch += 1
+        prog.epoch_consumed = 0
+        loss_sum, steps = all_reduce_mean(epoch_sum.clone()).tolist()
+        row = {"epoch": prog.epoch, "step": prog.step, "lr": lr, "train_loss": loss_sum / max(steps, 1)}
+        is_best = False
+        if self.data.eval_loader is not None and (prog.epoch % self.cfg.checkpoint.eval_every == 0 or last):
+            res = evaluate(self.model, self.data.eval_loader, self.dist.device, self.amp_dtype)
+            self.last_eval = res
+            row.update(top1=res.top1, top5=res.top5, val_loss=res.loss)
+            if self.ema is not None:
+                ema_res = evaluate(self.ema.module, self.data.eval_loader, self.dist.device, self.amp_dtype)
+                row.update(ema_top1=ema_res.top1, ema_top5=ema_res.top5)
+            if res.top1 > prog.best_top1:
+                prog.best_top1, prog.best_epoch, is_best = res.top1, prog.epoch, True
+                if self.main:
+                    self.export("best", self.model, {"epoch": prog.epoch, "top1": res.top1, "top5": res.top5})
+        row["skipped_steps"] = prog.skipped_steps
+        self.epoch_log.write(row)
+        if self.main:
+            print(
+                f"volo train: epoch {prog.epoch} step {prog.step} train_loss {row['train_loss']:.4f}"
+                + (f" top1 {row['top1']:.2f} top5 {row['top5']:.2f}" if "top1" in row else "")
+            )
+        self.save(epoch_end=True, is_best=is_best)
+
+    def save(self, epoch_end: bool, is_best: bool = False) -> Path | None:
+        """Gather every rank's RNG state; rank 0 writes the checkpoint (a failed write: VoloError on every rank)."""
+        rng = capture_rng()
+        rng["mixtoken"] = self.mix_rng.bit_generator.state
+        mine = {"rng": rng}
+        if self.data.sampler is None:  # dali / nvjpeg: this rank's loader position (DALI: a bytes blob)
+            mine["loader"] = pack_loader_state(self.data.train_loader.state_dict())
+        gathered = [mine]
+        if self.dist.distributed:
+            gathered = [None] * self.dist.world_size
+            tdist.all_gather_object(gathered, mine)
+        states = [g["rng"] for g in gathered]
+        ckpt = None
+        if self.main:
+            ckpt = TrainingCheckpoint(
+                model=self.model.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                progress=self.progress,
+                config=self.cfg.to_dict(),
+                world_size=self.dist.world_size,
+                ema=self.ema.state_dict() if self.ema is not None else None,
+                scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                rng=states,
+                sampler=self._position_state(),
+                loader=[g["loader"] for g in gathered if "loader" in g],
+            )
+        return save_checkpoint_together(self.ckpts, ckpt, epoch_end=epoch_end, is_best=is_best)
+
+    def _position_state(self) -> dict:
+        """The PyTorch sampler's state; for dali/nvjpeg the same fields from `Progress` (positions in `loader`)."""
+        if self.data.sampler is not None:
+            return self.data.sampler.state_dict() | {"consumed": self.progress.epoch_consumed}
+        return {"epoch": self.progress.epoch, "consumed": self.progress.epoch_consumed, "backend": self.data.backend}
+
+    def export(self, name: str, module: torch.nn.Module, extra: dict) -> Path:
+        meta = {"classes": self.data.classes, "recipe": self.cfg.recipe, "step": self.progress.step, **extra}
+        return save_weights(module, self.run_dir / "weights" / name, extra=meta)
+
+    # -- the end --------------------------------------------------------------------------------------------
+    def finish(self, interrupted: bool) -> RunResult:
+        prog = self.progress
+        final = self.run_dir / "weights" / "final.safetensors"
+        ema_path = None
+        if self.main:
+            final = self.export("final", self.model, {"epoch": prog.epoch})
+            if self.ema is not None:
+                ema_path = self.export("final_ema", self.ema.module, {"epoch": prog.epoch})
+        metrics: dict = {"steps": prog.step, "epochs": prog.epoch, "skipped_steps": prog.skipped_steps}
+        if self.last_eval is not None:
+            metrics.update(
+                top1=self.last_eval.top1,
+                top5=self.last_eval.top5,
+                val_loss=self.last_eval.loss,
+                val_images=self.last_eval.images,
+                best_top1=prog.best_top1,
+                best_epoch=prog.best_epoch,
+            )
+        from volo.training.metrics import read_jsonl
+
+        steps = read_jsonl(self.run_dir / "metrics" / "steps.jsonl") if self.main else []
+        if steps:
+            metrics.update(train_loss=steps[-1]["loss"], images_per_s=steps[-1]["images_per_s"])
+        plots = []
+        if self.main and not interrupted:
+            from volo.training.plots import plot_run
+
+            plots = plot_run(self.run_dir)
+        best = self.run_dir / "weights" / "best.safetensors"
+        result = RunResult(self.run_dir, final, best if best.is_file() else None, ema_path, metrics, plots, interrupted)
+        if self.main:
+            summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+            summary["plots"] = [str(p) for p in plots]
+            (self.run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+        barrier()
+        return result
