@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import platform
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -375,8 +376,10 @@ def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
         settings += f", measured matmul peak {peak / 1e12:.0f} TFLOP/s"
     out = cfg.out or RESULTS_DIR / f"model_{env.slug}.md"
     write_report(out, "VOLO training and eval speed: ours vs timm", env, settings, table)
+    rows_json = out.with_suffix(".json")  # for `volo plan --bench-json`
+    rows_json.write_text(json.dumps({"environment": asdict(env), "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     print(table)
-    print(f"wrote {out}")
+    print(f"wrote {out} and {rows_json}")
     return rows, out
 
 

@@ -40,6 +40,9 @@ def test_volo_bench_cli_writes_a_report(tmp_path, capsys):
     gflops = {float(row.split("|")[-3]) for row in rows}
     assert len(gflops) == 1 and gflops.pop() > 0  # same network, same FLOP count
     assert "wrote" in capsys.readouterr().out
+    # The JSON rows beside the report feed the scaling planner.
+    assert main(["plan", "--model", "volo_tiny", "--bench-json", str(out.with_suffix(".json")), "--nodes", "1"]) == 0
+    assert "images/s" in capsys.readouterr().out
 
 
 def test_volo_bench_rejects_bad_size(capsys):

@@ -18,8 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from volo.errors import VoloError
+
 SIZES = {  # name: classes, train images per class, val images per class, teacher/student epochs, fine-tune epochs
-    "default": dict(classes=6, train_per_class=80, val_per_class=25, teacher_epochs=10, epochs=8, finetune_epochs=3),
+    "default": dict(classes=6, train_per_class=80, val_per_class=25, teacher_epochs=30, epochs=8, finetune_epochs=3),
     "small": dict(classes=4, train_per_class=12, val_per_class=6, teacher_epochs=1, epochs=1, finetune_epochs=1),
 }
 
@@ -42,6 +44,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for data, runs and labels")
     p.add_argument("--size", choices=sorted(SIZES), default="default", help="'small' is the test-sized run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="run the same stages on a real ImageFolder with train/ and val/ instead of the generated one",
+    )
+    p.add_argument("--max-images", type=int, default=None, help="use at most this many training images per stage")
     p.add_argument("--teacher-size", type=int, default=96, help="teacher resolution (px)")
     p.add_argument("--low-res", type=int, default=64, help="student pretraining resolution (px)")
     p.add_argument("--high-res", type=int, default=96, help="student fine-tuning resolution (px)")
@@ -49,9 +58,15 @@ def register(subparsers) -> None:
 
 
 def _train(recipe_overrides: list[str], out: Path, name: str, data: Path, progress: bool):
+    """`volo train debug --data DATA --out OUT/runs --name NAME --set ...`, run in this process."""
     from volo.training.config import load_config
     from volo.training.trainer import train
 
+    print(
+        f"$ volo train debug --data {data} --out {out / 'runs'} --name {name} "
+        + " ".join(f"--set {o}" for o in recipe_overrides),
+        flush=True,
+    )
     overrides = [
         f"data.path={data}",
         f"checkpoint.output_dir={out / 'runs'}",
@@ -71,10 +86,15 @@ def run(args: argparse.Namespace) -> int:
 
     size = SIZES[args.size]
     out: Path = args.out
-    data = out / "data"
+    data = args.data or out / "data"
     results: list[StageResult] = []
     progress = args.size != "small"
-    classes = size["classes"]
+    if args.data is None:
+        classes = size["classes"]
+    elif not ((data / "train").is_dir() and (data / "val").is_dir()):
+        raise VoloError(f"--data {data} needs train/ and val/ ImageFolder splits (one sub-folder per class).")
+    else:
+        classes = sum(1 for p in (data / "train").iterdir() if p.is_dir())
 
     def stage(name: str):
         print(f"\n== volo demo: {name} ==", flush=True)
@@ -84,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
     if not (data / "val").is_dir():
         make_synthetic_dataset(data / "train", classes, size["train_per_class"], size=112, seed=args.seed)
         make_synthetic_dataset(data / "val", classes, size["val_per_class"], size=112, seed=args.seed + 1000)
-    n_train = classes * size["train_per_class"]
-    results.append(StageResult("data", time.perf_counter() - t, detail=f"{n_train} train JPEGs, {classes} classes"))
+    n_train = sum(1 for p in (data / "train").rglob("*") if p.is_file())
+    results.append(StageResult("data", time.perf_counter() - t, detail=f"{n_train} train files, {classes} classes"))
 
     common = [f"model.num_classes={classes}", "data.rand_augment=rand-m9-mstd0.5-inc1", "data.reprob=0.25"]
+    if args.max_images:
+        common += [f"data.max_train_images={args.max_images}", f"data.max_val_images={args.max_images}"]
     t = stage("teacher")
     teacher = _train(
         [
@@ -113,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     t = stage("label")
     labels = out / "labels"
+    print(f"$ volo label --data {data / 'train'} --teacher {teacher.final_weights} --out {labels}", flush=True)
     report = generate_labels(
         GenerateConfig(
             data=data / "train", out=labels, topk=min(5, classes), batch_size=32, num_workers=0, progress=progress
@@ -187,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     dist = DistInfo(rank=0, local_rank=0, world_size=1, device=select_device(0), backend=None)
     evals = {}
     for name, res in (("teacher", teacher), ("baseline", baseline), ("student", student), ("finetune", fine)):
+        print(f"$ volo eval {res.final_weights} --data {data / 'val'}", flush=True)
         evals[name] = evaluate_checkpoint(res.final_weights, data / "val", dist, batch_size=64, workers=0)
     results.append(StageResult("eval", time.perf_counter() - t, detail=f"{len(evals)} models on val/"))
 

@@ -17,6 +17,7 @@ from torch import nn
 from volo.errors import VoloError
 from volo.models import create_model, list_models
 from volo.models.variants import IMAGENET_MEAN, IMAGENET_STD
+from volo.models.weights import read_state_dict
 
 
 @dataclass
@@ -53,15 +54,6 @@ class Teacher:
         return logits.float().reshape(B, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _read_state_dict(path: Path) -> dict:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
 def load_teacher(
     spec: str, checkpoint: str | Path | None = None, num_classes: int = 1000, input_size: int | None = None
 ) -> Teacher:
@@ -78,7 +70,7 @@ def load_teacher(
         except RuntimeError as err:
             raise VoloError(f"timm does not know the model {name!r} ({err}).") from err
         if checkpoint is not None:
-            model.load_state_dict(_read_state_dict(Path(checkpoint)))
+            model.load_state_dict(read_state_dict(checkpoint))
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         size = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
         mean = tuple(cfg.get("mean", IMAGENET_MEAN))

@@ -9,6 +9,7 @@ Saved: `<name>.safetensors` plus `<name>.json` with the model's architecture (se
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,14 +37,24 @@ def read_state_dict(path: str | Path, prefer_ema: bool = True) -> dict[str, torc
             ) from None
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # "pickle protocol 4" notices from older torch.save files
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise VoloError(
-                f"{path} could not be loaded as a PyTorch checkpoint with weights_only=True ({first[:200]}). "
+                f"{path} could not be loaded as a PyTorch checkpoint with weights_only=True ({_load_reason(err)}). "
                 "It is not a checkpoint, is damaged, or holds objects other than tensors (refused for safety)."
             ) from None
     return clean_state_dict(obj, path, prefer_ema)
+
+
+def _load_reason(err: Exception) -> str:
+    """The informative line of a torch.load error (torch prefixes a long generic notice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "Unsupported" in line or "unpickl" in line.lower() and "weights_only" not in line:
+            return line.removeprefix("WeightsUnpickler error: ")[:200]
+    return f"{type(err).__name__}: {lines[-1] if lines else 'no detail'}"[:200]
 
 
 def clean_state_dict(obj: object, source: str | Path = "checkpoint", prefer_ema: bool = True) -> dict:
