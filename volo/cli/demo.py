@@ -21,7 +21,7 @@ from pathlib import Path
 from volo.errors import VoloError
 
 SIZES = {  # name: classes, train images per class, val images per class, teacher/student epochs, fine-tune epochs
-    "default": dict(classes=6, train_per_class=80, val_per_class=25, teacher_epochs=30, epochs=8, finetune_epochs=3),
+    "default": dict(classes=6, train_per_class=80, val_per_class=25, teacher_epochs=30, epochs=20, finetune_epochs=5),
     "small": dict(classes=4, train_per_class=12, val_per_class=6, teacher_epochs=1, epochs=1, finetune_epochs=1),
 }
 
