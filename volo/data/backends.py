@@ -23,6 +23,7 @@ import torch
 
 from volo.data.batch import Batch
 from volo.data.dataset import scan_image_folder
+from volo.data.sampler import ResumableDistributedSampler
 from volo.errors import VoloError
 from volo.labeling.source import LabelSource
 
@@ -179,14 +180,44 @@ def to_label_transform(*affines_out_to_orig: torch.Tensor) -> torch.Tensor:
     return total[:, :2].to(torch.float32).contiguous()
 
 
-class TorchLoader:
+class SamplerPosition:
+    """Length, epoch and resumable position of a loader driven by a `ResumableDistributedSampler` (`self.sampler`).
+
+    Subclasses set `backend` (the name saved with the position, checked on resume).
+    """
+
+    backend: str
+    sampler: ResumableDistributedSampler
+
+    def __len__(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its beginning (keeps a resumed mid-epoch position when the epoch is the same)."""
+        if epoch != self.sampler.epoch:
+            self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return {"backend": self.backend, **self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("backend") != self.backend:
+            raise VoloError(
+                f"The checkpoint's loader state is from the {state.get('backend')!r} loader, not {self.backend!r}; "
+                "resume with the same data.loader."
+            )
+        self.sampler.set_epoch(state["epoch"], state["consumed"])
+
+
+class TorchLoader(SamplerPosition):
     """The reference path (`volo.data.loader`: PIL transforms in DataLoader workers) behind the common interface."""
+
+    backend = "pytorch"
 
     def __init__(self, options: LoaderOptions) -> None:
         from volo.data.dataset import ImageFolderDataset
         from volo.data.loader import LoaderConfig
         from volo.data.loader import build_loader as build_torch_loader
-        from volo.data.sampler import ResumableDistributedSampler
         from volo.data.transforms import TrainTransform, TrainTransformConfig
 
         cfg = TrainTransformConfig(
@@ -214,23 +245,6 @@ class TorchLoader:
         self.loader = build_torch_loader(
             self.dataset, LoaderConfig(batch_size=options.batch_size, num_workers=options.workers), self.sampler
         )
-
-    def __len__(self) -> int:
-        return self.sampler.steps_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.sampler.epoch:
-            self.sampler.set_epoch(epoch)
-
-    def state_dict(self) -> dict:
-        return {"backend": "pytorch", **self.sampler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("backend") != "pytorch":
-            raise VoloError(
-                "The checkpoint's loader state is not from the PyTorch loader; resume with the same data.loader."
-            )
-        self.sampler.set_epoch(state["epoch"], state["consumed"])
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:

@@ -31,6 +31,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from volo.data import affine
 from volo.data.backends import (
     LoaderOptions,
+    SamplerPosition,
     attach_token_labels,
     crop_affine,
     flip_affine,
@@ -143,8 +144,10 @@ def rand_augment(
     return images, total
 
 
-class NvJpegLoader:
+class NvJpegLoader(SamplerPosition):
     """Iterable of `Batch` decoded and augmented on `options.device`; same sampler as the PyTorch loader."""
+
+    backend = "nvjpeg"
 
     def __init__(self, options: LoaderOptions) -> None:
         self.options = options
@@ -165,24 +168,6 @@ class NvJpegLoader:
         self.fill = torch.tensor([round(255 * m) for m in options.mean], dtype=torch.float32, device=self.device)
         self.last_indices = torch.empty(0, dtype=torch.int64)
         """(B,) sample indices (positions in `self.images`) of the batch yielded last; for tests and debugging."""
-
-    def __len__(self) -> int:
-        return self.sampler.steps_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start `epoch` from its beginning (keeps a resumed mid-epoch position when the epoch is the same)."""
-        if epoch != self.sampler.epoch:
-            self.sampler.set_epoch(epoch)
-
-    def state_dict(self) -> dict:
-        return {"backend": "nvjpeg", **self.sampler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("backend") != "nvjpeg":
-            raise VoloError(
-                "The checkpoint's loader state is not from the nvJPEG loader; resume with the same data.loader."
-            )
-        self.sampler.set_epoch(state["epoch"], state["consumed"])
 
     def _read(self, indices: list[int]) -> list[torch.Tensor]:
         return [read_file(str(self.images.samples[i].path)) for i in indices]
