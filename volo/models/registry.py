@@ -43,11 +43,13 @@ def create_model(
         if checkpoint is None:
             raise VoloError("create_model('auto') needs a checkpoint to read the architecture from.")
         meta = read_weights_meta(checkpoint)
-        arch = VoloArch.from_dict(meta["arch"]) if meta else arch_from_state_dict(read_state_dict(checkpoint))
+        state_dict = read_state_dict(checkpoint)  # read once: for the architecture and the weights
+        arch = VoloArch.from_dict(meta["arch"]) if meta else arch_from_state_dict(state_dict)
         size_from_name = None
     else:
         base, size_from_name = resolve_name(name)
         arch = VARIANTS[base].arch
+        state_dict = None
     unknown = set(overrides) - set(VoloArch.__dataclass_fields__)
     if unknown:
         raise VoloError(
@@ -59,5 +61,5 @@ def create_model(
     arch = arch.with_overrides(img_size=size, num_classes=num_classes or arch.num_classes, **overrides)
     model = Volo(arch)
     if checkpoint is not None:
-        load_weights(model, checkpoint)
+        load_weights(model, checkpoint, state_dict=state_dict)
     return model

@@ -161,12 +161,17 @@ def adapt_state_dict(sd: dict[str, torch.Tensor], model: torch.nn.Module, source
     return sd
 
 
-def load_weights(model: torch.nn.Module, path: str | Path, prefer_ema: bool = True) -> list[str]:
+def load_weights(
+    model: torch.nn.Module, path: str | Path, prefer_ema: bool = True, state_dict: dict | None = None
+) -> list[str]:
     """Load a weights file into `model`, resizing pos_embed and re-initialising heads where needed.
 
-    Returns the keys that were left at their fresh initialisation (the heads, after a class-count change).
+    `state_dict`: the file's tensors when the caller has already read them (`read_state_dict(path)`), so a
+    large checkpoint is read once. Returns the keys left at their fresh initialisation (the heads, after a
+    class-count change).
     """
-    sd = adapt_state_dict(read_state_dict(path, prefer_ema), model, path)
+    sd = state_dict if state_dict is not None else read_state_dict(path, prefer_ema)
+    sd = adapt_state_dict(sd, model, path)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     allowed = {"head.weight", "head.bias", "aux_head.weight", "aux_head.bias"}
     if unexpected or set(missing) - allowed:

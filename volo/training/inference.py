@@ -19,7 +19,7 @@ from volo.distributed.process_group import DistInfo
 from volo.errors import VoloError
 from volo.models.registry import create_model
 from volo.models.variants import VARIANTS, EvalConfig, identify_variant
-from volo.models.weights import arch_from_state_dict, read_state_dict, read_weights_meta
+from volo.models.weights import read_weights_meta
 from volo.training.evaluate import EvalResult, evaluate
 
 
@@ -50,8 +50,7 @@ def load_model(
     checkpoint: str | Path, device: torch.device, img_size: int | None = None, crop_pct: float | None = None
 ) -> LoadedModel:
     """The model a weights file holds (at `img_size`, default its own), ready for evaluation."""
-    file_arch = arch_from_state_dict(read_state_dict(checkpoint))
-    model = create_model("auto", img_size=img_size, num_classes=file_arch.num_classes, checkpoint=checkpoint)
+    model = create_model("auto", img_size=img_size, checkpoint=checkpoint)  # the file's own class count
     model = model.to(device).eval()
     variant = identify_variant(model.arch)
     size = model.arch.img_size
