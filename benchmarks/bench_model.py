@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import json
 import os
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import volo
+from volo.models.fuse import fuse_for_inference
 from volo.models.variants import VoloArch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -269,7 +271,7 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
             if step >= cfg.warmup:
                 times[k].append((t0, t1, t2))
     rows = []
-    eval_speeds = _eval_speeds(fns, models, batch * (2 if device.type == "cuda" else 1), img_size, cfg)
+    eval_speeds = _eval_speeds(models, batch * (2 if device.type == "cuda" else 1), img_size, cfg)
     for k, m in models.items():
         fwd_bwd = statistics.median(clock.seconds(a, b) for a, b, _ in times[k])
         step_s = statistics.median(clock.seconds(a, c) for a, _, c in times[k])
@@ -299,14 +301,15 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
     return rows
 
 
-def _eval_speeds(fns: dict[str, Callable], models: dict[str, nn.Module], batch: int, img_size: int, cfg: BenchConfig):
-    """Eval images/s per implementation, their steps interleaved like the training steps."""
+def _eval_speeds(models: dict[str, nn.Module], batch: int, img_size: int, cfg: BenchConfig) -> dict[str, float]:
+    """Eval images/s per implementation, their steps interleaved like the training steps. Each runs as its own
+    inference path does: ours with the stem's BatchNorms folded (what `volo eval` / `volo predict` run), timm as is."""
     device = torch.device(cfg.device)
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     clock = StepClock(device)
     spans: dict[str, list] = {k: [] for k in models}
-    for m in models.values():
-        m.eval()
+    nets = {k: fuse_for_inference(copy.deepcopy(m).eval()) if k == "ours" else m.eval() for k, m in models.items()}
+    fns = {k: (torch.compile(m) if cfg.compile else m) for k, m in nets.items()}
     with torch.no_grad(), autocast(cfg):
         for step in range(cfg.warmup + cfg.steps):
             for k in models:

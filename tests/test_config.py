@@ -38,6 +38,7 @@ def test_overrides_are_typed():
         ("optim.lr_base", "is not of the form section.key=value"),
         ("optim.lr_base=-1e-3", "optim.lr_base=-0.001 is out of range"),
         ("train.amp=fp8", "train.amp='fp8' is out of range: it must be one of bf16, fp16, none"),
+        ("train.compile_mode=fast", "compile_mode=.fast. is out of range: it must be one of default, reduce-overhead"),
         ("model.img_size=200", "model.img_size=200 is out of range: it must be a positive multiple of 16"),
         ("token_labels.size=24", "token_labels.size=24 is out of range"),
         ("schedule.warmup_epochs=400", "schedule.warmup_epochs=400 is out of range"),

@@ -28,9 +28,13 @@ import math
 
 import torch
 import triton
-import triton.language as tl
 
 from volo.models.outlook_attention import register_backend
+from volo.models.outlook_triton_kernels import (
+    outlook_bwd_logits_kernel,
+    outlook_bwd_v_kernel,
+    outlook_fwd_kernel,
+)
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _PIXEL_BLOCK = 32
@@ -44,226 +48,6 @@ def _new(shape: torch.Size | tuple[int, ...], like: torch.Tensor, dtype: torch.d
     if POISON_OUTPUTS:
         return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
     return torch.empty(shape, device=like.device, dtype=dtype)
-
-
-@triton.jit
-def _outlook_fwd_kernel(
-    v_ptr,
-    logits_ptr,
-    out_ptr,
-    lse_ptr,
-    H,
-    W,
-    h,
-    w,
-    NH,
-    scale,
-    C: tl.constexpr,
-    D: tl.constexpr,
-    K: tl.constexpr,
-    PAD: tl.constexpr,
-    S: tl.constexpr,
-    PY: tl.constexpr,
-    PX: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    KK_PAD: tl.constexpr,
-):
-    """One program: BLOCK_P pixels of parity class (PY, PX), one (batch, head); writes out and the rows' lse."""
-    KK: tl.constexpr = K * K
-    pid_p = tl.program_id(0)
-    pid_bn = tl.program_id(1)
-    b = pid_bn // NH
-    n = pid_bn % NH
-    ws = (W - PX + S - 1) // S  # pixels of this parity class per row
-    hs = (H - PY + S - 1) // S
-    q = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    yy = q // ws
-    xx = q % ws
-    pix_ok = q < hs * ws
-    y = PY + S * yy
-    x = PX + S * xx
-    d = tl.arange(0, BLOCK_D)
-    d_ok = d < D
-    cols = tl.arange(0, KK_PAD)
-    col_ok = cols < KK
-    v_base = v_ptr + b.to(tl.int64) * H * W * C + n * D
-    l_base = logits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK
-    lse_base = lse_ptr + b.to(tl.int64) * h * w * NH * KK + n * KK
-    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    for ky in tl.static_range(K):
-        if (PY + PAD - ky) % S == 0:
-            i = yy + (PY + PAD - ky) // S
-            for kx in tl.static_range(K):
-                if (PX + PAD - kx) % S == 0:
-                    j = xx + (PX + PAD - kx) // S
-                    ok = pix_ok & (i >= 0) & (i < h) & (j >= 0) & (j < w)
-                    win = tl.where(ok, i * w + j, 0).to(tl.int64)
-                    row = l_base + win * (NH * KK * KK) + (ky * K + kx) * KK
-                    lg = tl.load(row[:, None] + cols[None, :], mask=ok[:, None] & col_ok[None, :], other=0.0)
-                    lg = tl.where(col_ok[None, :], lg.to(tl.float32) * scale, float("-inf"))
-                    m = tl.max(lg, 1)
-                    lse = m + tl.log(tl.sum(tl.exp(lg - m[:, None]), 1))
-                    tl.store(lse_base + win * (NH * KK) + ky * K + kx, lse, mask=ok)
-                    for bb in tl.static_range(KK):
-                        vy = i * S - PAD + bb // K
-                        vx = j * S - PAD + bb % K
-                        v_ok = ok & (vy >= 0) & (vy < H) & (vx >= 0) & (vx < W)
-                        lb = tl.load(row + bb, mask=ok, other=0.0).to(tl.float32) * scale
-                        p = tl.where(ok, tl.exp(lb - lse), 0.0)
-                        src = tl.where(v_ok, vy * W + vx, 0).to(tl.int64) * C
-                        vv = tl.load(v_base + src[:, None] + d[None, :], mask=v_ok[:, None] & d_ok[None, :], other=0.0)
-                        acc += p[:, None] * vv.to(tl.float32)
-    dst = tl.where(pix_ok, y * W + x, 0).to(tl.int64) * C
-    out_base = out_ptr + b.to(tl.int64) * H * W * C + n * D
-    tl.store(
-        out_base + dst[:, None] + d[None, :],
-        acc.to(out_ptr.dtype.element_ty),
-        mask=pix_ok[:, None] & d_ok[None, :],
-    )
-
-
-@triton.jit
-def _outlook_bwd_logits_kernel(
-    grad_ptr,
-    v_ptr,
-    logits_ptr,
-    lse_ptr,
-    dlogits_ptr,
-    H,
-    W,
-    h,
-    w,
-    NH,
-    scale,
-    C: tl.constexpr,
-    D: tl.constexpr,
-    K: tl.constexpr,
-    PAD: tl.constexpr,
-    S: tl.constexpr,
-    BLOCK_W: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    KK_PAD: tl.constexpr,
-):
-    """One program: BLOCK_W windows, one (batch, head); writes all K^4 logit gradients of each window."""
-    KK: tl.constexpr = K * K
-    pid_w = tl.program_id(0)
-    pid_bn = tl.program_id(1)
-    b = pid_bn // NH
-    n = pid_bn % NH
-    win = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
-    win_ok = win < h * w
-    i = win // w
-    j = win % w
-    d = tl.arange(0, BLOCK_D)
-    d_ok = d < D
-    cols = tl.arange(0, KK_PAD)
-    col_ok = cols < KK
-    pix_base = b.to(tl.int64) * H * W * C + n * D
-    win64 = tl.where(win_ok, win, 0).to(tl.int64)
-    l_rows = logits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK + win64 * (NH * KK * KK)
-    dl_rows = dlogits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK + win64 * (NH * KK * KK)
-    lse_rows = lse_ptr + b.to(tl.int64) * h * w * NH * KK + n * KK + win64 * (NH * KK)
-    # the window's values V[b] as a (BLOCK_W, KK_PAD, BLOCK_D) tile, zero outside the image
-    vy = i[:, None] * S - PAD + cols[None, :] // K
-    vx = j[:, None] * S - PAD + cols[None, :] % K
-    v_ok = win_ok[:, None] & col_ok[None, :] & (vy >= 0) & (vy < H) & (vx >= 0) & (vx < W)
-    src = tl.where(v_ok, vy * W + vx, 0).to(tl.int64) * C
-    v_tile = tl.load(
-        v_ptr + pix_base + src[:, :, None] + d[None, None, :],
-        mask=v_ok[:, :, None] & d_ok[None, None, :],
-        other=0.0,
-    ).to(tl.float32)
-    for a in tl.static_range(KK):
-        qy = i * S - PAD + a // K
-        qx = j * S - PAD + a % K
-        q_ok = win_ok & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
-        dst = tl.where(q_ok, qy * W + qx, 0).to(tl.int64) * C
-        g = tl.load(grad_ptr + pix_base + dst[:, None] + d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-        dp = tl.sum(v_tile * g.to(tl.float32)[:, None, :], 2)  # (BLOCK_W, KK_PAD)
-        lg = tl.load(l_rows[:, None] + a * KK + cols[None, :], mask=q_ok[:, None] & col_ok[None, :], other=0.0)
-        lse = tl.load(lse_rows + a, mask=q_ok, other=0.0)
-        p = tl.exp(lg.to(tl.float32) * scale - lse[:, None])
-        p = tl.where(q_ok[:, None] & col_ok[None, :], p, 0.0)
-        delta = tl.sum(p * dp, 1)
-        dl = scale * p * (dp - delta[:, None])
-        tl.store(
-            dl_rows[:, None] + a * KK + cols[None, :],
-            dl.to(dlogits_ptr.dtype.element_ty),
-            mask=win_ok[:, None] & col_ok[None, :],
-        )
-
-
-@triton.jit
-def _outlook_bwd_v_kernel(
-    grad_ptr,
-    logits_ptr,
-    lse_ptr,
-    dv_ptr,
-    H,
-    W,
-    h,
-    w,
-    NH,
-    scale,
-    C: tl.constexpr,
-    D: tl.constexpr,
-    K: tl.constexpr,
-    PAD: tl.constexpr,
-    S: tl.constexpr,
-    PY: tl.constexpr,
-    PX: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    """One program: BLOCK_P pixels of parity class (PY, PX), one (batch, head); gathers dV from covering windows."""
-    KK: tl.constexpr = K * K
-    pid_p = tl.program_id(0)
-    pid_bn = tl.program_id(1)
-    b = pid_bn // NH
-    n = pid_bn % NH
-    ws = (W - PX + S - 1) // S
-    hs = (H - PY + S - 1) // S
-    q = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    yy = q // ws
-    xx = q % ws
-    pix_ok = q < hs * ws
-    y = PY + S * yy
-    x = PX + S * xx
-    d = tl.arange(0, BLOCK_D)
-    d_ok = d < D
-    pix_base = b.to(tl.int64) * H * W * C + n * D
-    l_base = logits_ptr + b.to(tl.int64) * h * w * NH * KK * KK + n * KK * KK
-    lse_base = lse_ptr + b.to(tl.int64) * h * w * NH * KK + n * KK
-    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    for ky in tl.static_range(K):
-        if (PY + PAD - ky) % S == 0:
-            i = yy + (PY + PAD - ky) // S
-            for kx in tl.static_range(K):
-                if (PX + PAD - kx) % S == 0:
-                    j = xx + (PX + PAD - kx) // S
-                    ok = pix_ok & (i >= 0) & (i < h) & (j >= 0) & (j < w)
-                    win = tl.where(ok, i * w + j, 0).to(tl.int64)
-                    for a in tl.static_range(KK):
-                        qy = i * S - PAD + a // K
-                        qx = j * S - PAD + a % K
-                        q_ok = ok & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
-                        lab = tl.load(l_base + win * (NH * KK * KK) + a * KK + ky * K + kx, mask=q_ok, other=0.0)
-                        lse = tl.load(lse_base + win * (NH * KK) + a, mask=q_ok, other=0.0)
-                        p = tl.where(q_ok, tl.exp(lab.to(tl.float32) * scale - lse), 0.0)
-                        src = tl.where(q_ok, qy * W + qx, 0).to(tl.int64) * C
-                        g = tl.load(
-                            grad_ptr + pix_base + src[:, None] + d[None, :],
-                            mask=q_ok[:, None] & d_ok[None, :],
-                            other=0.0,
-                        )
-                        acc += p[:, None] * g.to(tl.float32)
-    dst = tl.where(pix_ok, y * W + x, 0).to(tl.int64) * C
-    tl.store(
-        dv_ptr + pix_base + dst[:, None] + d[None, :],
-        acc.to(dv_ptr.dtype.element_ty),
-        mask=pix_ok[:, None] & d_ok[None, :],
-    )
 
 
 def _launcher(kernel):
@@ -294,7 +78,7 @@ def outlook_attention_fwd(
     KK = kernel_size * kernel_size
     out = _new(v_bhwc.shape, v_bhwc)
     lse = _new((B, h, w, num_heads, KK), v_bhwc, torch.float32)
-    launch = _launcher(_outlook_fwd_kernel)
+    launch = _launcher(outlook_fwd_kernel)
     for py in range(min(stride, H)):
         for px in range(min(stride, W)):
             count = math.ceil((H - py) / stride) * math.ceil((W - px) / stride)
@@ -345,7 +129,7 @@ def outlook_attention_bwd(
     grad_v = _new(v_bhwc.shape, v_bhwc)
     grad_logits = _new(logits.shape, logits)
     block_w = max(1, min(64, _WINDOW_TILE_ELEMENTS // (kk_pad * block_d)))
-    _launcher(_outlook_bwd_logits_kernel)[(triton.cdiv(h * w, block_w), B * num_heads)](
+    _launcher(outlook_bwd_logits_kernel)[(triton.cdiv(h * w, block_w), B * num_heads)](
         grad_out,
         v_bhwc,
         logits,
@@ -366,7 +150,7 @@ def outlook_attention_bwd(
         BLOCK_D=block_d,
         KK_PAD=kk_pad,
     )
-    launch = _launcher(_outlook_bwd_v_kernel)
+    launch = _launcher(outlook_bwd_v_kernel)
     for py in range(min(stride, H)):
         for px in range(min(stride, W)):
             count = math.ceil((H - py) / stride) * math.ceil((W - px) / stride)

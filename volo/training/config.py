@@ -116,6 +116,11 @@ class ScheduleConfig:
     """Epochs at min_lr after the cosine."""
 
 
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES: tuple[str, ...] = ("reduce-overhead", "max-autotune")
+"""The torch.compile modes that capture CUDA graphs (each step must then be marked, see `volo.training.step`)."""
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = 128
@@ -126,6 +131,8 @@ class TrainConfig:
     """Autocast dtype on CUDA: bf16, fp16 (with loss scaling) or none. CPU always runs float32."""
     compile: bool = False
     """Wrap the model in torch.compile."""
+    compile_mode: str = "default"
+    """torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs."""
     ema: bool = False
     """Keep an exponential moving average of the weights (evaluated and exported as well)."""
     ema_decay: float = 0.99996
@@ -372,6 +379,8 @@ def _validate(cfg: RunConfig) -> None:
     _check(tr.batch_size >= 1, "train.batch_size", ">= 1", tr.batch_size)
     _check(tr.accumulation >= 1, "train.accumulation", ">= 1", tr.accumulation)
     _check(tr.amp in ("bf16", "fp16", "none"), "train.amp", "one of bf16, fp16, none", tr.amp)
+    modes = ", ".join(COMPILE_MODES)
+    _check(tr.compile_mode in COMPILE_MODES, "train.compile_mode", f"one of {modes}", tr.compile_mode)
     _check(0 < tr.ema_decay < 1, "train.ema_decay", "in (0, 1)", tr.ema_decay)
     _check(tr.clip_grad is None or tr.clip_grad > 0, "train.clip_grad", "> 0 or null", tr.clip_grad)
     _check(tr.log_every >= 1, "train.log_every", ">= 1", tr.log_every)

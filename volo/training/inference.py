@@ -17,6 +17,7 @@ from torch import nn
 
 from volo.distributed.process_group import DistInfo
 from volo.errors import VoloError
+from volo.models.fuse import fuse_for_inference
 from volo.models.registry import create_model
 from volo.models.variants import VARIANTS, EvalConfig, identify_variant
 from volo.models.weights import read_weights_meta
@@ -51,7 +52,7 @@ def load_model(
 ) -> LoadedModel:
     """The model a weights file holds (at `img_size`, default its own), ready for evaluation."""
     model = create_model("auto", img_size=img_size, checkpoint=checkpoint)  # the file's own class count
-    model = model.to(device).eval()
+    model = fuse_for_inference(model.to(device).eval())  # stem BatchNorms folded into the convolutions
     variant = identify_variant(model.arch)
     size = model.arch.img_size
     cfg = VARIANTS[variant].eval_cfg(size) if variant else EvalConfig(0.96 if size <= 224 else 1.0)

@@ -41,6 +41,8 @@ class StepContext:
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     clip_grad: float | None
+    cuda_graphs: bool = False
+    """The compiled model replays CUDA graphs: each forward starts a new step for torch.compile's graph trees."""
 
 
 @dataclass
@@ -85,6 +87,8 @@ def train_step(ctx: StepContext, micro_batches: list[Batch]) -> StepStats:
             if ctx.amp_dtype is not None
             else contextlib.nullcontext()
         )
+        if ctx.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with sync:
             with autocast:
                 out = ctx.net(batch.images, mix_box=box)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
+from volo.data.prefetch import DevicePrefetcher
 from volo.distributed.process_group import DistInfo, all_reduce_max, all_reduce_mean, barrier, init_distributed
 from volo.models.registry import create_model
 from volo.models.weights import save_weights
@@ -33,7 +34,7 @@ from volo.training.checkpoint import (
     pack_loader_state,
     resolve_resume,
 )
-from volo.training.config import RunConfig, save_config
+from volo.training.config import CUDA_GRAPH_MODES, RunConfig, save_config
 from volo.training.data import TrainData, build_train_data, restore_loader
 from volo.training.ema import ModelEma
 from volo.training.evaluate import EvalResult, evaluate
@@ -158,8 +159,9 @@ class _Run:
         if self.dist.distributed:
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             net = self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if self.cfg.train.compile:
-            net = torch.compile(net)
+        tr = self.cfg.train
+        if tr.compile:
+            net = torch.compile(net, mode=None if tr.compile_mode == "default" else tr.compile_mode)
         self.ctx = StepContext(
             net=net,
             ddp=self.ddp,
@@ -176,6 +178,7 @@ class _Run:
             amp_dtype=self.amp_dtype,
             scaler=self.scaler,
             clip_grad=self.cfg.train.clip_grad,
+            cuda_graphs=tr.compile and tr.compile_mode in CUDA_GRAPH_MODES and self.dist.device.type == "cuda",
         )
 
     @property
@@ -222,7 +225,8 @@ class _Run:
                 )
             else:  # dali / nvjpeg keep their own (restored) position inside the epoch
                 loader.set_epoch(prog.epoch)
-            batches = iter(loader)
+            # the PyTorch path: copy the next batch to the GPU while this step runs (dali/nvjpeg are on it already)
+            batches = DevicePrefetcher(loader, dev) if sampler is not None else iter(loader)
             bar = self._bar(prog, self.data.steps_per_epoch)
             sums = torch.zeros(4, device=dev)  # loss, cls, tokens, skipped since the last log
             epoch_sum = torch.zeros(2, device=dev)  # loss sum, steps of this epoch
