@@ -94,7 +94,7 @@ class LoaderOptions:
     max_images: int | None = None
     """Use only the first N images of the scan (debug runs)."""
     reprob: float = 0.25
-    """Random-erasing probability; the PyTorch path only (the DALI and nvJPEG paths do not erase)."""
+    """Random-erasing probability (pixel mode, after normalisation, image only); every backend applies it."""
     token_labels: LabelSource | None = field(default=None, repr=False)
     """The token-label store (`volo.labeling.source.open_label_store`); None gives batches without token labels."""
 

@@ -9,12 +9,15 @@ crop window (`fn.random_crop_generator`, fed to `fn.decoders.image_slice`), the 
 of the geometric RandAugment operations (rotate, shear, translate; built with `fn.transforms.*`, applied once with
 `fn.warp_affine`). The colour operations come from DALI's own augmentation suite with the geometric slots made
 identities, so each RandAugment layer picks one operation from all 15 exactly as timm's does. The host side turns
-the outputs into the (B, 2, 3) `label_transform` with the shared helpers in `volo.data.backends`.
+the outputs into the (B, 2, 3) `label_transform` with the shared helpers in `volo.data.backends`. Random erasing
+(`reprob`) runs on the pipeline's output batch, on its device, with torch (`volo.data.erasing`: the PyTorch path's
+torchvision sampler, image only), its generator seeded from (seed, global rank, epoch, batch of the epoch).
 
 Sharding: the reader shards the file list by global rank with `pad_last_batch=True` and reshuffles the whole list
 every epoch with one seed shared by all ranks (`shuffle_after_epoch`), so shards stay disjoint and every rank has
 `ceil(N / world) // batch` batches. Augmentation seeds are per global rank. The reader position is checkpointed
-(`enable_checkpointing=True`): `state_dict()` returns the blob, and a loader given it resumes the exact order.
+(`enable_checkpointing=True`): `state_dict()` returns the blob with the epoch and batch position, and a loader
+given it resumes the exact order, augmentations and erasing.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from volo.data.backends import (
     to_label_transform,
 )
 from volo.data.batch import Batch
+from volo.data.erasing import BatchErasing, erasing_seed
 from volo.data.randaugment import RandAugmentConfig
 from volo.errors import VoloError
 
@@ -210,6 +214,7 @@ class DaliLoader:
         self._iterator = None
         self._epoch = 0
         self._position = 0  # batches already yielded in the current epoch
+        self.erasing = BatchErasing(options.reprob)
         self.last_indices = torch.empty(0, dtype=torch.int64)
         """(B,) sample indices (positions in `self.images`) of the batch yielded last; for tests and debugging."""
 
@@ -217,7 +222,7 @@ class DaliLoader:
         return shard_length(len(self.images), self.options.world_size) // self.options.batch_size
 
     def set_epoch(self, epoch: int) -> None:
-        """DALI reshuffles by itself after every epoch; the epoch is kept for the checkpoint only."""
+        """DALI reshuffles by itself after every epoch; the epoch is kept for the checkpoint and the erasing seed."""
         self._epoch = epoch
 
     def state_dict(self) -> dict:
@@ -253,13 +258,14 @@ class DaliLoader:
                 outputs = next(iterator)[0]
             except StopIteration:
                 break
+            seed = erasing_seed(self.options.seed, self.options.rank, self._epoch, self._position)
             self._position += 1
-            yield self._to_batch(outputs)
+            yield self._to_batch(outputs, seed)
         iterator.reset()
         self._position = 0
         self._epoch += 1
 
-    def _to_batch(self, out: dict[str, torch.Tensor]) -> Batch:
+    def _to_batch(self, out: dict[str, torch.Tensor], seed: int) -> Batch:
         """DALI outputs -> Batch; label_transform = crop . warp^-1 . mirror (output coords -> original coords)."""
         index = out["index"].flatten().to(torch.int64).cpu()
         self.last_indices = index
@@ -272,7 +278,7 @@ class DaliLoader:
             pixel_to_normalised(torch.linalg.inv(forward), size),
             flip_affine(out["flip"].cpu()),
         )
-        images = out["images"]
+        images = self.erasing(out["images"], seed)
         batch = Batch(images=images, labels=self.labels[index].to(images.device), label_transform=transform)
         if self.options.token_labels is not None:
             attach_token_labels(batch, self.options.token_labels, [self.images.samples[i].key for i in index.tolist()])

@@ -9,11 +9,12 @@ sampler: scale 0.08-1, ratio 3/4-4/3, 10 tries then a centre crop), resized with
 `F.interpolate`; horizontal flip; RandAugment with timm's increasing op set (`volo.data.randaugment`: 2 ops drawn
 with replacement, each applied with p=0.5, magnitude N(9, 0.5) clipped to [0, 10]) where the spatial ops are one
 batched `F.grid_sample` per layer (bilinear, fill = the mean colour) whose matrix is tracked and the colour ops are
-torchvision's tensor functions on uint8; normalisation. Random erasing is not applied here (nor in DALI).
+torchvision's tensor functions on uint8; normalisation; random erasing with probability `reprob`, batched on the
+device (`volo.data.erasing`: the PyTorch path's torchvision sampler, image only, the label transform unchanged).
 
 Order and sharding come from `ResumableDistributedSampler` (the PyTorch loader's sampler), so this backend sees the
-same images per global step as the PyTorch path. The augmentation randomness of a batch is seeded from (seed,
-global rank, epoch, step), so resuming from `state_dict()` reproduces the very same batches.
+same images per global step as the PyTorch path. The augmentation randomness of a batch, erasing included, is
+seeded from (seed, global rank, epoch, step), so resuming from `state_dict()` reproduces the very same batches.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from volo.data.backends import (
     to_label_transform,
 )
 from volo.data.batch import Batch
+from volo.data.erasing import BatchErasing, erasing_seed
 from volo.data.randaugment import INCREASING_OPS, LEVEL_DENOM, SPATIAL_OPS, RandAugmentConfig
 from volo.data.sampler import ResumableDistributedSampler
 from volo.errors import VoloError
@@ -166,6 +168,7 @@ class NvJpegLoader(SamplerPosition):
         self.mean = torch.tensor(options.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(options.std, device=self.device).view(1, 3, 1, 1)
         self.fill = torch.tensor([round(255 * m) for m in options.mean], dtype=torch.float32, device=self.device)
+        self.erasing = BatchErasing(options.reprob)
         self.last_indices = torch.empty(0, dtype=torch.int64)
         """(B,) sample indices (positions in `self.images`) of the batch yielded last; for tests and debugging."""
 
@@ -219,6 +222,7 @@ class NvJpegLoader(SamplerPosition):
             x, ra_matrix = rand_augment(x, self.rand_augment, self.fill, rng)
             chain.append(ra_matrix)
         x = (x / 255.0 - self.mean) / self.std
+        x = self.erasing(x, erasing_seed(opts.seed, opts.rank, self.sampler.epoch, step))
         index = torch.tensor(indices, dtype=torch.int64)
         self.last_indices = index
         labels = torch.tensor([self.images.samples[i].label for i in indices], dtype=torch.int64, device=x.device)
