@@ -55,6 +55,8 @@ class BenchConfig:
     warmup: int = 3
     compile: bool = False
     """torch.compile both implementations (compile time excluded)."""
+    compile_mode: str | None = None
+    """torch.compile mode (None: the default); reduce-overhead / max-autotune replay CUDA graphs."""
     amp: bool = False
     """bf16 autocast (CUDA)."""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -254,12 +256,13 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
     y = torch.randint(0, ours.arch.num_classes, (batch,), device=device)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4, **fused) for k, m in models.items()}
-    fns: dict[str, Callable] = {k: (torch.compile(m) if cfg.compile else m) for k, m in models.items()}
+    fns: dict[str, Callable] = {k: _compiled(m, cfg) for k, m in models.items()}
     clock = StepClock(device)
     times: dict[str, list[tuple]] = {k: [] for k in models}
     for step in range(cfg.warmup + cfg.steps):
         for k, m in models.items():
             m.train()
+            _mark_step(cfg)
             t0 = clock.mark()
             with autocast(cfg):
                 loss = F.cross_entropy(prediction(fns[k], x).float(), y)
@@ -301,6 +304,16 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
     return rows
 
 
+def _compiled(model: nn.Module, cfg: BenchConfig) -> Callable:
+    return torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+
+
+def _mark_step(cfg: BenchConfig) -> None:
+    """With CUDA graphs, each call is a new step (its outputs may overwrite the previous replay's)."""
+    if cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune"):
+        torch.compiler.cudagraph_mark_step_begin()
+
+
 def _eval_speeds(models: dict[str, nn.Module], batch: int, img_size: int, cfg: BenchConfig) -> dict[str, float]:
     """Eval images/s per implementation, their steps interleaved like the training steps. Each runs as its own
     inference path does: ours with the stem's BatchNorms folded (what `volo eval` / `volo predict` run), timm as is."""
@@ -309,10 +322,11 @@ def _eval_speeds(models: dict[str, nn.Module], batch: int, img_size: int, cfg: B
     clock = StepClock(device)
     spans: dict[str, list] = {k: [] for k in models}
     nets = {k: fuse_for_inference(copy.deepcopy(m).eval()) if k == "ours" else m.eval() for k, m in models.items()}
-    fns = {k: (torch.compile(m) if cfg.compile else m) for k, m in nets.items()}
+    fns = {k: _compiled(m, cfg) for k, m in nets.items()}
     with torch.no_grad(), autocast(cfg):
         for step in range(cfg.warmup + cfg.steps):
             for k in models:
+                _mark_step(cfg)
                 t0 = clock.mark()
                 fns[k](x)
                 if step >= cfg.warmup:
@@ -374,7 +388,9 @@ def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
         print("\n".join(format_table(pair, device.type).splitlines()[-len(pair) :]), flush=True)
     table = format_table(rows, device.type)
     env = describe_environment(device)
-    settings = f"steps {cfg.steps} (+{cfg.warmup} warm-up), compile={cfg.compile}, amp={'bf16' if cfg.amp else 'off'}"
+    mode = f" ({cfg.compile_mode or 'default'})" if cfg.compile else ""
+    amp = "bf16" if cfg.amp else "off"
+    settings = f"steps {cfg.steps} (+{cfg.warmup} warm-up), compile={cfg.compile}{mode}, amp={amp}"
     if peak:
         settings += f", measured matmul peak {peak / 1e12:.0f} TFLOP/s"
     out = cfg.out or RESULTS_DIR / f"model_{env.slug}.md"
@@ -400,6 +416,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first")
     parser.add_argument("--compile", action="store_true", help="torch.compile both implementations")
     parser.add_argument(
+        "--compile-mode",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode (implies --compile); reduce-overhead and max-autotune replay CUDA graphs",
+    )
+    parser.add_argument(
         "--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU, off CPU)"
     )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
@@ -424,11 +445,13 @@ def config_from_args(args: argparse.Namespace, quick: bool = False) -> BenchConf
         if s % 16 or b < 1:
             raise volo.VoloError(f"--img-size {s} must be a multiple of 16 and --batch {b} at least 1.")
     gpu = device == "cuda"
+    mode = None if args.compile_mode in (None, "default") else args.compile_mode
     if args.threads:
         torch.set_num_threads(args.threads)
     return BenchConfig(
         plan=plan, steps=args.steps or (10 if gpu else (3 if quick else 5)),
-        warmup=args.warmup if args.warmup is not None else (3 if gpu else 1), compile=args.compile,
+        warmup=args.warmup if args.warmup is not None else (3 if gpu else 1),
+        compile=args.compile or args.compile_mode is not None, compile_mode=mode,
         amp=gpu if args.amp is None else args.amp, device=device, out=args.out,
         impls=("ours",) if args.ours_only else ("ours", "timm"),
     )  # fmt: skip

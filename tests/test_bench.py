@@ -75,3 +75,13 @@ def test_outlook_bench_cpu_rows(tmp_path):
     ]
     memory = {(r[5].strip(), r[6].strip()): float(r[9].replace(",", "")) for r in rows}
     assert memory[("module", "ours")] == memory[("module", "timm")]  # same saved tensors on the reference path
+
+
+@pytest.mark.parametrize(
+    "flags, compile_, mode",
+    [([], False, None), (["--compile"], True, None), (["--compile-mode", "default"], True, None),
+     (["--compile-mode", "reduce-overhead"], True, "reduce-overhead")],
+)  # fmt: skip
+def test_compile_mode_flag(flags, compile_, mode):
+    cfg = load_script("bench_model").parse_args(["--models", "volo_tiny", "--device", "cpu", *flags])
+    assert (cfg.compile, cfg.compile_mode) == (compile_, mode)

@@ -63,3 +63,29 @@ def test_released_style_checkpoint_evaluates(tmp_path):
     assert (
         evaluate_checkpoint(tmp_path / "released.pth.tar", tmp_path, init_distributed(), 4, 0, img_size=48).images == 9
     )
+
+
+def test_compile_flag_evaluates_the_same(tmp_path, monkeypatch, capsys):
+    import json
+
+    from volo.cli.main import main
+    from volo.data.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "val", classes=3, per_class=3, size=40, seed=2)
+    torch.manual_seed(0)
+    model = create_model("volo_tiny", img_size=32, num_classes=3)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "w.pth")
+    args = ["eval", str(tmp_path / "w.pth"), "--data", str(tmp_path), "--workers", "0", "--batch-size", "4", "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    real_compile, calls = torch.compile, []
+
+    def recording_compile(m, **kw):  # dynamo for real, without a C++ toolchain
+        calls.append(kw)
+        return real_compile(m, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    assert main([*args, "--compile"]) == 0
+    compiled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert calls == [{}]
+    assert compiled["top1"] == plain["top1"] and compiled["loss"] == pytest.approx(plain["loss"], rel=1e-5)

@@ -15,6 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--img-size", type=int, default=None, help="evaluate at this resolution (pos_embed resized)")
     p.add_argument("--crop-pct", type=float, default=None, help="override the model's centre-crop fraction")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only N images spread over the classes")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU for large sets)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
             args.img_size,
             args.crop_pct,
             args.max_images,
+            args.compile,
         )
     finally:
         teardown()

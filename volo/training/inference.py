@@ -102,8 +102,10 @@ def evaluate_checkpoint(
     img_size: int | None = None,
     crop_pct: float | None = None,
     max_images: int | None = None,
+    compile: bool = False,
 ) -> EvalResult:
-    """Top-1/top-5 of a weights file on an ImageFolder (`data/val` if it exists, else `data`), sharded by rank."""
+    """Top-1/top-5 of a weights file on an ImageFolder (`data/val` if it exists, else `data`), sharded by rank;
+    `compile` wraps the (BatchNorm-folded) model in torch.compile."""
     from volo.training.data import build_eval_loader
 
     loaded = load_model(checkpoint, dist.device, img_size, crop_pct)
@@ -117,7 +119,8 @@ def evaluate_checkpoint(
         root, size, loaded.eval_cfg.crop_pct, loaded.eval_cfg, batch_size, workers, dist, max_images
     )
     amp = torch.bfloat16 if dist.device.type == "cuda" else None
-    return evaluate(loaded.model, _Remapped(loader, label_map(classes, loaded)), dist.device, amp)
+    model = torch.compile(loaded.model) if compile else loaded.model
+    return evaluate(model, _Remapped(loader, label_map(classes, loaded)), dist.device, amp)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from volo.training.rng import capture_rng, restore_rng, seed_everything
 from volo.training.schedule import build_schedule
 from volo.training.signals import StopFlag
 from volo.training.step import StepContext, train_step
+from volo.training.step_log import StepLogger
 
 
 @dataclass
@@ -197,7 +198,9 @@ class _Run:
             save_config(self.cfg, self.run_dir / "config.yaml")
             (self.run_dir / "metrics").mkdir(parents=True, exist_ok=True)
         barrier()
-        self.step_log = MetricsLog(self.run_dir / "metrics", "steps", self.main)
+        steps_log = MetricsLog(self.run_dir / "metrics", "steps", self.main)
+        geo, bar = self.geometry, self.main and self.cfg.train.progress
+        self.step_log = StepLogger(steps_log, self.progress, geo.global_batch, self.schedule.total_steps, bar)
         self.epoch_log = MetricsLog(self.run_dir / "metrics", "epochs", self.main)
         if self.main:
             print(
@@ -227,7 +230,7 @@ class _Run:
                 loader.set_epoch(prog.epoch)
             # the PyTorch path: copy the next batch to the GPU while this step runs (dali/nvjpeg are on it already)
             batches = DevicePrefetcher(loader, dev) if sampler is not None else iter(loader)
-            bar = self._bar(prog, self.data.steps_per_epoch)
+            bar = self.step_log.bar(self.data.steps_per_epoch)
             sums = torch.zeros(4, device=dev)  # loss, cls, tokens, skipped since the last log
             epoch_sum = torch.zeros(2, device=dev)  # loss sum, steps of this epoch
             since, t0, micro, stopped = 0, time.perf_counter(), [], False
@@ -252,7 +255,7 @@ class _Run:
                 if bar is not None:
                     bar.update(1)
                 if prog.step % cfg.train.log_every == 0 or prog.step >= max_steps:
-                    t0 = self._log_steps(sums, since, stats.grad_norm, lr, t0, bar)
+                    t0 = self.step_log.write(sums, since, stats.grad_norm, lr, t0, bar)
                     sums.zero_()
                     since = 0
                     stopped = bool(all_reduce_max(torch.tensor([float(self.stop.flag)], device=dev)).item())
@@ -266,7 +269,7 @@ class _Run:
             if bar is not None:
                 bar.close()
             if since and stats is not None:
-                self._log_steps(sums, since, stats.grad_norm, lr, t0, None)
+                self.step_log.write(sums, since, stats.grad_norm, lr, t0, None)
             epoch_done = prog.epoch_consumed + gb > self.data.epoch_length
             if epoch_done and sampler is None:
                 for _ in batches:  # a stop on the epoch's last step: let the loader close its epoch (DALI reset)
@@ -278,44 +281,6 @@ class _Run:
             if stopped:
                 return True
         return False
-
-    def _bar(self, prog: Progress, steps_per_epoch: int):
-        if not (self.main and self.cfg.train.progress):
-            return None
-        from tqdm import tqdm
-
-        return tqdm(
-            total=steps_per_epoch,
-            initial=prog.epoch_consumed // self.geometry.global_batch,
-            desc=f"epoch {prog.epoch + 1}",
-            unit="step",
-            dynamic_ncols=True,
-            leave=False,
-        )
-
-    def _log_steps(self, sums: torch.Tensor, n: int, grad_norm: torch.Tensor, lr: float, t0: float, bar) -> float:
-        vals = all_reduce_mean(torch.cat([sums / n, grad_norm.reshape(1)])).tolist()
-        now = time.perf_counter()
-        ips = n * self.geometry.global_batch / max(now - t0, 1e-9)
-        self.progress.skipped_steps += round(vals[3] * n)
-        remaining = self.schedule.total_steps - self.progress.step
-        eta_s = remaining * self.geometry.global_batch / max(ips, 1e-9)
-        row = {
-            "step": self.progress.step,
-            "epoch": self.progress.epoch,
-            "lr": lr,
-            "loss": vals[0],
-            "cls_loss": vals[1],
-            "token_loss": vals[2],
-            "grad_norm": vals[4],
-            "images_per_s": ips,
-            "skipped_steps": self.progress.skipped_steps,
-            "eta_s": eta_s,
-        }
-        self.step_log.write(row)
-        if bar is not None:
-            bar.set_postfix(loss=f"{vals[0]:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}", eta=f"{eta_s / 60:.1f}m")
-        return now
 
     # -- epoch end: eval, log, checkpoint -------------------------------------------------------------------
     def end_epoch(self, epoch_sum: torch.Tensor, lr: float, last: bool) -> None:
