@@ -55,6 +55,8 @@ class BenchConfig:
     warmup: int = 3
     compile: bool = False
     """torch.compile both implementations (compile time excluded)."""
+    grad_checkpointing: bool = False
+    """Both implementations recompute their blocks' activations in the backward (memory for compute)."""
     compile_mode: str | None = None
     """torch.compile mode (None: the default); reduce-overhead / max-autotune replay CUDA graphs."""
     amp: bool = False
@@ -251,6 +253,8 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
     if "timm" in cfg.impls:
         models["timm"] = timm_twin(ours).to(device)
     models = {k: m for k, m in models.items() if k in cfg.impls}
+    for m in models.values():
+        m.set_grad_checkpointing(cfg.grad_checkpointing)  # both have timm's API
     flops = forward_flops(ours, img_size, device)
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     y = torch.randint(0, ours.arch.num_classes, (batch,), device=device)
@@ -391,6 +395,8 @@ def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
     mode = f" ({cfg.compile_mode or 'default'})" if cfg.compile else ""
     amp = "bf16" if cfg.amp else "off"
     settings = f"steps {cfg.steps} (+{cfg.warmup} warm-up), compile={cfg.compile}{mode}, amp={amp}"
+    if cfg.grad_checkpointing:
+        settings += ", gradient checkpointing on (both)"
     if peak:
         settings += f", measured matmul peak {peak / 1e12:.0f} TFLOP/s"
     out = cfg.out or RESULTS_DIR / f"model_{env.slug}.md"
@@ -423,6 +429,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU, off CPU)"
     )
+    parser.add_argument("--grad-checkpointing", action="store_true", help="both recompute block activations")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--ours-only", action="store_true", help="skip timm")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -452,6 +459,7 @@ def config_from_args(args: argparse.Namespace, quick: bool = False) -> BenchConf
         plan=plan, steps=args.steps or (10 if gpu else (3 if quick else 5)),
         warmup=args.warmup if args.warmup is not None else (3 if gpu else 1),
         compile=args.compile or args.compile_mode is not None, compile_mode=mode,
+        grad_checkpointing=args.grad_checkpointing,
         amp=gpu if args.amp is None else args.amp, device=device, out=args.out,
         impls=("ours",) if args.ours_only else ("ours", "timm"),
     )  # fmt: skip

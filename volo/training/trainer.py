@@ -115,6 +115,7 @@ class _Run:
             drop_path_rate=m.drop_path_rate,
             drop_rate=m.drop_rate,
         ).to(dist.device)
+        self.model.set_grad_checkpointing(m.grad_checkpointing)
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema else None
         self.peak_lr = scaled_lr(cfg.optim.lr_base, self.geometry)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
