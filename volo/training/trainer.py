@@ -160,7 +160,10 @@ class _Run:
         self.ddp = None
         if self.dist.distributed:
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-            net = self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # gradients as views into the all-reduce buckets: no copy in or out, one gradient-sized buffer less
+            net = self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, gradient_as_bucket_view=True
+            )
         tr = self.cfg.train
         if tr.compile:
             net = torch.compile(net, mode=None if tr.compile_mode == "default" else tr.compile_mode)
