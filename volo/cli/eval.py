@@ -16,6 +16,12 @@ def register(subparsers) -> None:
     p.add_argument("--crop-pct", type=float, default=None, help="override the model's centre-crop fraction")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only N images spread over the classes")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU for large sets)")
+    p.add_argument(
+        "--loader",
+        choices=["pytorch", "dali"],
+        default="pytorch",
+        help="decode with PIL in DataLoader workers (pytorch) or with NVIDIA DALI, nvJPEG on the GPU (dali)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             args.crop_pct,
             args.max_images,
             args.compile,
+            loader=args.loader,
         )
     finally:
         teardown()

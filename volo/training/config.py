@@ -51,7 +51,7 @@ class DataConfig:
     workers: int = 8
     """DataLoader worker processes per rank (0 = load in the training process); DALI/nvJPEG: reader threads."""
     loader: str = "pytorch"
-    """Training data path: pytorch (PIL in DataLoader workers), dali (NVIDIA DALI) or nvjpeg (torchvision nvJPEG)."""
+    """Training data path: pytorch (PIL in DataLoader workers), dali (NVIDIA DALI; evaluation too) or nvjpeg."""
     loader_device: str | None = None
     """Where dali/nvjpeg decode and augment ("cpu", "cuda:N"); None: cuda:LOCAL_RANK on CUDA runs, else cpu."""
     rand_augment: str = "rand-m9-mstd0.5-inc1"

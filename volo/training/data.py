@@ -3,7 +3,8 @@
 Builds on `volo.data` (dataset, transforms, loader, label stores); this file only wires them to a `RunConfig`.
 `data.loader` picks the training path: pytorch (DataLoader + `ResumableDistributedSampler`, positioned by the
 trainer from `Progress.epoch_consumed`) or dali / nvjpeg (`volo.data.backends.build_loader`, which keep their own
-position: `state_dict()` goes into the checkpoint per rank). Evaluation always uses the PyTorch path.
+position: `state_dict()` goes into the checkpoint per rank). Evaluation uses the PyTorch path (`EvalTransform`,
+`ShardSampler`), or with data.loader=dali the DALI eval loader (`volo.data.dali_eval`, same images and shards).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +30,11 @@ from volo.models.variants import VARIANTS, EvalConfig
 from volo.training.checkpoint import Progress, TrainingCheckpoint, unpack_loader_state
 from volo.training.config import RunConfig
 
+if TYPE_CHECKING:
+    from volo.data.dali_eval import DaliEvalLoader
+
+EVAL_LOADERS = ("pytorch", "dali")
+
 
 @dataclass
 class TrainData:
@@ -37,8 +44,8 @@ class TrainData:
     """Yields `Batch`es of train.batch_size images (the sampler's order, or the dali/nvjpeg loader's own)."""
     sampler: ResumableDistributedSampler | None
     """The PyTorch path's sampler; None for dali/nvjpeg (the loader keeps its position: `state_dict()`)."""
-    eval_loader: DataLoader | None
-    """This rank's shard of the validation split; None when the split folder does not exist."""
+    eval_loader: DataLoader | DaliEvalLoader | None
+    """This rank's shard of the validation split (DALI's with data.loader=dali); None without the split folder."""
     classes: list[str]
     """Class folder names, index = class id."""
     steps_per_epoch: int = 0
@@ -142,8 +149,18 @@ def build_train_data(cfg: RunConfig, dist: DistInfo, global_batch: int) -> Train
     val_dir = split_dir(d.path, d.val_split)
     if val_dir.is_dir():
         crop = d.eval_crop_pct if d.eval_crop_pct is not None else ev.crop_pct
+        eval_backend = "dali" if d.loader == "dali" else "pytorch"  # nvjpeg runs keep the PyTorch eval loader
         eval_loader, val_classes = build_eval_loader(
-            val_dir, m.img_size, crop, ev, d.eval_batch_size, workers, dist, d.max_val_images
+            val_dir,
+            m.img_size,
+            crop,
+            ev,
+            d.eval_batch_size,
+            workers,
+            dist,
+            d.max_val_images,
+            loader=eval_backend,
+            device=loader_device(cfg, dist),
         )
         if val_classes != classes:
             raise VoloError(
@@ -230,8 +247,34 @@ def build_eval_loader(
     workers: int,
     dist: DistInfo,
     max_images: int | None = None,
-) -> tuple[DataLoader, list[str]]:
-    """This rank's shard of an ImageFolder, resized to floor(img_size / crop_pct) and centre-cropped."""
+    loader: str = "pytorch",
+    device: str | None = None,
+) -> tuple[DataLoader | DaliEvalLoader, list[str]]:
+    """This rank's shard of an ImageFolder, resized to floor(img_size / crop_pct) and centre-cropped.
+
+    `loader`: "pytorch" (PIL `EvalTransform` in DataLoader workers, `ShardSampler`) or "dali" (`DaliEvalLoader`,
+    decoding on `device`: None = CPU, "cuda:N" = nvJPEG on GPU N). Both give every image to exactly one rank.
+    """
+    if loader == "dali":
+        from volo.data.dali_eval import DaliEvalLoader
+
+        dali = DaliEvalLoader(
+            root,
+            img_size,
+            crop_pct,
+            ev.interpolation,
+            ev.mean,
+            ev.std,
+            batch_size,
+            dist.rank,
+            dist.world_size,
+            device,
+            workers,
+            max_images,
+        )
+        return dali, dali.classes
+    if loader != "pytorch":
+        raise VoloError(f"Evaluation loader {loader!r} is unknown; choose one of {', '.join(EVAL_LOADERS)}.")
     transform = EvalTransform(img_size, crop_pct, ev.interpolation, ev.mean, ev.std)
     dataset = ImageFolderDataset(root, transform)
     items = spread_subset(dataset, max_images)

@@ -89,7 +89,7 @@ class _Remapped:
 
     def __iter__(self):
         for batch in self.loader:
-            batch.labels = self.mapping[batch.labels]
+            batch.labels = self.mapping.to(batch.labels.device)[batch.labels]  # DALI's labels may be on the GPU
             yield batch
 
 
@@ -103,11 +103,17 @@ def evaluate_checkpoint(
     crop_pct: float | None = None,
     max_images: int | None = None,
     compile: bool = False,
+    loader: str = "pytorch",
 ) -> EvalResult:
     """Top-1/top-5 of a weights file on an ImageFolder (`data/val` if it exists, else `data`), sharded by rank;
-    `compile` wraps the (BatchNorm-folded) model in torch.compile."""
+    `compile` wraps the (BatchNorm-folded) model in torch.compile; `loader` is "pytorch" (PIL workers) or "dali"
+    (`volo.data.dali_eval`, decoding on this rank's GPU, or on the CPU in CPU runs)."""
     from volo.training.data import build_eval_loader
 
+    if loader == "dali":  # before the model loads: say at once when DALI is missing
+        from volo.data.dali_eval import require_dali_for_eval
+
+        require_dali_for_eval()
     loaded = load_model(checkpoint, dist.device, img_size, crop_pct)
     root = Path(data)
     if not root.is_dir():
@@ -115,12 +121,13 @@ def evaluate_checkpoint(
     if (root / "val").is_dir():
         root = root / "val"
     size = loaded.model.arch.img_size
-    loader, classes = build_eval_loader(
-        root, size, loaded.eval_cfg.crop_pct, loaded.eval_cfg, batch_size, workers, dist, max_images
+    device = str(dist.device) if dist.device.type == "cuda" else None
+    batches, classes = build_eval_loader(
+        root, size, loaded.eval_cfg.crop_pct, loaded.eval_cfg, batch_size, workers, dist, max_images, loader, device
     )
     amp = torch.bfloat16 if dist.device.type == "cuda" else None
     model = torch.compile(loaded.model) if compile else loaded.model
-    return evaluate(model, _Remapped(loader, label_map(classes, loaded)), dist.device, amp)
+    return evaluate(model, _Remapped(batches, label_map(classes, loaded)), dist.device, amp)
 
 
 @dataclass
