@@ -35,6 +35,7 @@ from torch import nn
 
 import volo
 from volo.models.fuse import fuse_for_inference
+from volo.models.outlook_attention import set_backend
 from volo.models.variants import VoloArch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -42,6 +43,8 @@ GPU_PLAN = [("volo_d1", 224, 128), ("volo_d2", 224, 128), ("volo_d3", 224, 128),
             ("volo_d5", 224, 64), ("volo_d5", 448, 16), ("volo_d5", 512, 16)]  # fmt: skip
 CPU_PLAN = [("volo_tiny", 224, 8), ("volo_d1", 224, 4)]
 QUICK_PLAN = [("volo_tiny", 224, 8)]
+REF_OP = "ours-refop"
+"""`--ablate-outlook`: our model with the outlook op forced to the unfold/fold reference (what the kernel gains)."""
 
 
 @dataclass
@@ -250,6 +253,8 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
     torch.manual_seed(0)
     ours = volo.create_model(name, img_size=img_size).to(device)
     models = {"ours": ours}
+    if REF_OP in cfg.impls:  # ours with the outlook op forced to the unfold/fold reference: the kernel's share
+        models[REF_OP] = copy.deepcopy(ours)
     if "timm" in cfg.impls:
         models["timm"] = timm_twin(ours).to(device)
     models = {k: m for k, m in models.items() if k in cfg.impls}
@@ -268,9 +273,9 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
             m.train()
             _mark_step(cfg)
             t0 = clock.mark()
-            with autocast(cfg):
+            with autocast(cfg), outlook_op(k):
                 loss = F.cross_entropy(prediction(fns[k], x).float(), y)
-            loss.backward()
+                loss.backward()
             t1 = clock.mark()
             opts[k].step()
             opts[k].zero_grad(set_to_none=True)
@@ -285,7 +290,8 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
         cpu = [clock.cpu_seconds(a, b) for a, b, _ in times[k]]
         cpu_ms = 1e3 * statistics.median(cpu) if cpu[0] is not None else None
         eval_img_s = eval_speeds[k]
-        mem = _train_memory(fns[k], m, x, y, cfg) if device.type == "cuda" else saved_activation_bytes(m, x, cfg)
+        with outlook_op(k):
+            mem = _train_memory(fns[k], m, x, y, cfg) if device.type == "cuda" else saved_activation_bytes(m, x, cfg)
         train_img_s = batch / step_s
         rows.append(
             BenchRow(
@@ -308,6 +314,19 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
     return rows
 
 
+@contextlib.contextmanager
+def outlook_op(impl: str):
+    """For the `REF_OP` implementation, force the reference outlook op (unfold/fold) while it runs."""
+    if impl != REF_OP:
+        yield
+        return
+    set_backend("reference")
+    try:
+        yield
+    finally:
+        set_backend(None)
+
+
 def _compiled(model: nn.Module, cfg: BenchConfig) -> Callable:
     return torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
 
@@ -325,14 +344,15 @@ def _eval_speeds(models: dict[str, nn.Module], batch: int, img_size: int, cfg: B
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     clock = StepClock(device)
     spans: dict[str, list] = {k: [] for k in models}
-    nets = {k: fuse_for_inference(copy.deepcopy(m).eval()) if k == "ours" else m.eval() for k, m in models.items()}
+    nets = {k: fuse_for_inference(copy.deepcopy(m).eval()) if k != "timm" else m.eval() for k, m in models.items()}
     fns = {k: _compiled(m, cfg) for k, m in nets.items()}
     with torch.no_grad(), autocast(cfg):
         for step in range(cfg.warmup + cfg.steps):
             for k in models:
                 _mark_step(cfg)
                 t0 = clock.mark()
-                fns[k](x)
+                with outlook_op(k):
+                    fns[k](x)
                 if step >= cfg.warmup:
                     spans[k].append((t0, clock.mark()))
     for m in models.values():
@@ -429,6 +449,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU, off CPU)"
     )
+    parser.add_argument(
+        "--ablate-outlook", action="store_true", help=f"add '{REF_OP}': ours with the unfold/fold outlook op"
+    )
     parser.add_argument("--grad-checkpointing", action="store_true", help="both recompute block activations")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--ours-only", action="store_true", help="skip timm")
@@ -461,7 +484,7 @@ def config_from_args(args: argparse.Namespace, quick: bool = False) -> BenchConf
         compile=args.compile or args.compile_mode is not None, compile_mode=mode,
         grad_checkpointing=args.grad_checkpointing,
         amp=gpu if args.amp is None else args.amp, device=device, out=args.out,
-        impls=("ours",) if args.ours_only else ("ours", "timm"),
+        impls=("ours",) + ((REF_OP,) if args.ablate_outlook else ()) + (() if args.ours_only else ("timm",)),
     )  # fmt: skip
 
 

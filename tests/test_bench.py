@@ -85,3 +85,19 @@ def test_outlook_bench_cpu_rows(tmp_path):
 def test_compile_mode_flag(flags, compile_, mode):
     cfg = load_script("bench_model").parse_args(["--models", "volo_tiny", "--device", "cpu", *flags])
     assert (cfg.compile, cfg.compile_mode) == (compile_, mode)
+
+
+def test_ablate_outlook_adds_a_reference_op_row():
+    from volo.models.outlook_attention import select_backend
+
+    bench = load_script("bench_model")
+    cfg = bench.parse_args(["--models", "volo_tiny", "--device", "cpu", "--ablate-outlook"])
+    assert cfg.impls == ("ours", "ours-refop", "timm")
+    v = torch.zeros(1, 4, 4, 8)
+    with bench.outlook_op("ours-refop"):
+        assert select_backend(v) == "reference"
+    with bench.outlook_op("ours"):
+        assert select_backend(v) == select_backend(v.clone())  # untouched: the automatic choice
+    from volo.models import outlook_attention
+
+    assert outlook_attention._FORCED is None
