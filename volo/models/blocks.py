@@ -94,7 +94,25 @@ class OutlookAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class Outlooker(nn.Module):
+class PreNormBlock(nn.Module):
+    """`x += drop_path(attn(norm1(x))); x += drop_path(mlp(norm2(x)))` around a token mixer `attn`."""
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float, drop: float, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Outlooker(PreNormBlock):
+    """Stage-1 block: outlook attention then the MLP, on a (B, H, W, C) map."""
+
     def __init__(
         self,
         dim: int,
@@ -105,16 +123,7 @@ class Outlooker(nn.Module):
         drop: float = 0.0,
         drop_path: float = 0.0,
     ):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = OutlookAttention(dim, num_heads, kernel_size, stride, drop)
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        super().__init__(dim, OutlookAttention(dim, num_heads, kernel_size, stride, drop), mlp_ratio, drop, drop_path)
 
 
 class Attention(nn.Module):
@@ -137,18 +146,11 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class Transformer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop: float = 0.0, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, drop)
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+class Transformer(PreNormBlock):
+    """Later-stage block: multi-head self-attention then the MLP, on a (B, H, W, C) map."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__(dim, Attention(dim, num_heads, drop), mlp_ratio, drop, drop_path)
 
 
 class ClassAttention(nn.Module):
