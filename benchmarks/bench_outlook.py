@@ -15,11 +15,12 @@ backward. Time: median of interleaved repetitions (CUDA events on GPU).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -180,8 +181,12 @@ def main(argv: list[str] | None = None) -> Path:
     out = args.out or RESULTS_DIR / f"outlook_{env.slug}.md"
     table = format_table(rows)
     write_report(out, "Outlook attention fwd+bwd at VOLO stage-1 shapes", env, f"dtype {dtype}, {steps} steps", table)
+    rows_json = out.with_suffix(".json")  # for benchmarks/targets.py
+    flat = [{**asdict(r.shape), "level": r.level, "impl": r.impl, "fwd_bwd_ms": r.fwd_bwd_ms, "mem_mib": r.mem_mib}
+            for r in rows]  # fmt: skip
+    rows_json.write_text(json.dumps({"environment": asdict(env), "dtype": str(dtype), "rows": flat}, indent=1) + "\n")
     print(table)
-    print(f"wrote {out}")
+    print(f"wrote {out} and {rows_json}")
     return out
 
 

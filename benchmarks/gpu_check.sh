@@ -6,8 +6,9 @@
 #   3. D1..D5 @224 and D5 @448/512: train/eval img/s, memory, MFU, ours vs timm, bf16, plus ours with the
 #      unfold/fold op (the fused kernel's share of the step)                            (budget 180 s)
 #   4. the per-category profile of one D1 step (batch 128, bf16), ours vs timm         (budget  60 s)
-#   5. D1 compiled, ours vs timm                                                       (budget 120 s)
-# At most 570 s in all: it fits one 600-s device call.
+#   5. D1 compiled, ours vs timm                                                       (budget 110 s)
+#   6. the issue's targets table filled from those reports (targets_<card>.md)          (budget  20 s)
+# At most 580 s in all: it fits one 600-s device call.
 # Each stage has its own timeout, so a slow stage cannot eat the later ones' reports. Reports land in
 # benchmarks/results/ (card slug in the name) and, when $OUT is set (the device tool), are copied there after
 # every stage, with the logs.
@@ -47,5 +48,6 @@ stage tests 150 python -m pytest -m gpu -q -p no:cacheprovider tests/test_outloo
 stage outlook 60 python benchmarks/bench_outlook.py
 stage model 180 python benchmarks/bench_model.py --ablate-outlook
 stage profile 60 python benchmarks/profile_step.py --models volo_d1 --batch 128 --amp bf16
-stage compiled 120 python benchmarks/bench_model.py --models volo_d1 --compile \
+stage compiled 110 python benchmarks/bench_model.py --models volo_d1 --compile \
     --out benchmarks/results/model_gpu_compiled_d1.md
+stage targets 20 python benchmarks/targets.py
