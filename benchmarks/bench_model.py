@@ -404,6 +404,7 @@ def format_table(rows: list[BenchRow], device: str) -> str:
 def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
     """Measure every plan entry, print the table, write the report; returns the rows and the report path."""
     device = torch.device(cfg.device)
+    torch.backends.cudnn.benchmark = True  # as `volo train` runs (volo/training/speed.py); both implementations
     peak = matmul_peak_flops(device, torch.bfloat16 if cfg.amp else torch.float32) if device.type == "cuda" else None
     rows: list[BenchRow] = []
     for name, img_size, batch in cfg.plan:
@@ -417,6 +418,8 @@ def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
     settings = f"steps {cfg.steps} (+{cfg.warmup} warm-up), compile={cfg.compile}{mode}, amp={amp}"
     if cfg.grad_checkpointing:
         settings += ", gradient checkpointing on (both)"
+    if device.type == "cuda":
+        settings += ", cudnn.benchmark on (both)"
     if peak:
         settings += f", measured matmul peak {peak / 1e12:.0f} TFLOP/s"
     out = cfg.out or RESULTS_DIR / f"model_{env.slug}.md"

@@ -45,6 +45,7 @@ from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_l
 from volo.training.rng import capture_rng, restore_rng, seed_everything
 from volo.training.schedule import build_schedule
 from volo.training.signals import StopFlag
+from volo.training.speed import speed_settings
 from volo.training.step import StepContext, train_step
 from volo.training.step_log import StepLogger
 
@@ -82,16 +83,13 @@ def train(cfg: RunConfig, resume: str | None = None) -> RunResult:
     """Train as `cfg` says; `resume` is None, 'auto' (newest valid checkpoint of the run folder) or a path."""
     cfg.validate()
     dist = init_distributed()  # the group stays up for the caller (`volo train` tears it down)
-    previous_det = torch.are_deterministic_algorithms_enabled()
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
     stop = StopFlag()
     try:
-        with guard_collectives(dist):  # a peer that stops answering -> VoloError naming its rank
+        # a peer that stops answering -> VoloError naming its rank
+        with speed_settings(cfg.train.deterministic), guard_collectives(dist):
             return _Run(cfg, dist, stop).run(resume)
     finally:
         stop.restore()
-        torch.use_deterministic_algorithms(previous_det)
 
 
 class _Run:
