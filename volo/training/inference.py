@@ -22,6 +22,7 @@ from volo.models.registry import create_model
 from volo.models.variants import VARIANTS, EvalConfig, identify_variant
 from volo.models.weights import read_weights_meta
 from volo.training.evaluate import EvalResult, evaluate
+from volo.training.speed import speed_settings
 
 
 @dataclass
@@ -127,7 +128,8 @@ def evaluate_checkpoint(
     )
     amp = torch.bfloat16 if dist.device.type == "cuda" else None
     model = torch.compile(loaded.model) if compile else loaded.model
-    return evaluate(model, _Remapped(batches, label_map(classes, loaded)), dist.device, amp)
+    with speed_settings(deterministic=False):  # cuDNN autotuning for the stem, TF32; restored after
+        return evaluate(model, _Remapped(batches, label_map(classes, loaded)), dist.device, amp)
 
 
 @dataclass
