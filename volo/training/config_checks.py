@@ -1,0 +1,67 @@
+"""Range checks of a `RunConfig`: every value a recipe or `--set` can give, with the rule it broke in the error."""
+
+from __future__ import annotations
+
+import math
+
+from volo.errors import VoloError
+from volo.training.config import COMPILE_MODES, LOADERS, RunConfig
+
+
+def _check(ok: bool, key: str, rule: str, value) -> None:
+    if not ok:
+        raise VoloError(f"Config value {key}={value!r} is out of range: it must be {rule}.")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise a one-line VoloError naming the first out-of-range value and its allowed range."""
+    m, d, t, o, s, tr, c = cfg.model, cfg.data, cfg.token_labels, cfg.optim, cfg.schedule, cfg.train, cfg.checkpoint
+    _check(m.img_size > 0 and m.img_size % 16 == 0, "model.img_size", "a positive multiple of 16", m.img_size)
+    _check(m.num_classes >= 1, "model.num_classes", ">= 1", m.num_classes)
+    _check(0 <= m.drop_path_rate < 1, "model.drop_path_rate", "in [0, 1)", m.drop_path_rate)
+    _check(0 <= m.drop_rate < 1, "model.drop_rate", "in [0, 1)", m.drop_rate)
+    _check(d.workers >= 0, "data.workers", ">= 0", d.workers)
+    if d.loader not in LOADERS:
+        raise VoloError(f"Config value data.loader={d.loader!r} is unknown; choose one of {', '.join(LOADERS)}.")
+    dev = d.loader_device
+    _check(
+        dev is None or dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+        "data.loader_device",
+        "null, cpu, cuda or cuda:N",
+        dev,
+    )
+    _check(0 <= d.reprob <= 1, "data.reprob", "in [0, 1]", d.reprob)
+    _check(0 <= d.hflip <= 1, "data.hflip", "in [0, 1]", d.hflip)
+    _check(0 < d.scale_min <= 1, "data.scale_min", "in (0, 1]", d.scale_min)
+    _check(d.eval_crop_pct is None or 0 < d.eval_crop_pct <= 2, "data.eval_crop_pct", "in (0, 2]", d.eval_crop_pct)
+    _check(d.eval_batch_size >= 1, "data.eval_batch_size", ">= 1", d.eval_batch_size)
+    for key in ("max_train_images", "max_val_images"):
+        _check(getattr(d, key) is None or getattr(d, key) >= 1, f"data.{key}", ">= 1 or null", getattr(d, key))
+    grid = m.img_size // 16
+    _check(t.size is None or t.size == grid, "token_labels.size", f"null or img_size/16 = {grid}", t.size)
+    _check(t.dense_weight >= 0, "token_labels.dense_weight", ">= 0", t.dense_weight)
+    _check(t.cls_weight >= 0, "token_labels.cls_weight", ">= 0", t.cls_weight)
+    _check(0 <= t.label_smoothing < 1, "token_labels.label_smoothing", "in [0, 1)", t.label_smoothing)
+    _check(o.lr_base > 0 and math.isfinite(o.lr_base), "optim.lr_base", "a positive number", o.lr_base)
+    _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", o.betas)
+    _check(o.eps > 0, "optim.eps", "> 0", o.eps)
+    _check(s.epochs >= 1, "schedule.epochs", ">= 1", s.epochs)
+    _check(0 <= s.warmup_epochs <= s.epochs, "schedule.warmup_epochs", f"in [0, epochs={s.epochs}]", s.warmup_epochs)
+    _check(s.warmup_lr >= 0, "schedule.warmup_lr", ">= 0", s.warmup_lr)
+    _check(s.min_lr >= 0, "schedule.min_lr", ">= 0", s.min_lr)
+    _check(s.cooldown_epochs >= 0, "schedule.cooldown_epochs", ">= 0", s.cooldown_epochs)
+    _check(tr.batch_size >= 1, "train.batch_size", ">= 1", tr.batch_size)
+    _check(tr.accumulation >= 1, "train.accumulation", ">= 1", tr.accumulation)
+    _check(tr.amp in ("bf16", "fp16", "none"), "train.amp", "one of bf16, fp16, none", tr.amp)
+    modes = ", ".join(COMPILE_MODES)
+    _check(tr.compile_mode in COMPILE_MODES, "train.compile_mode", f"one of {modes}", tr.compile_mode)
+    _check(0 < tr.ema_decay < 1, "train.ema_decay", "in (0, 1)", tr.ema_decay)
+    _check(tr.clip_grad is None or tr.clip_grad > 0, "train.clip_grad", "> 0 or null", tr.clip_grad)
+    _check(tr.log_every >= 1, "train.log_every", ">= 1", tr.log_every)
+    _check(tr.max_bad_steps >= 1, "train.max_bad_steps", ">= 1", tr.max_bad_steps)
+    _check(tr.max_steps is None or tr.max_steps >= 1, "train.max_steps", ">= 1 or null", tr.max_steps)
+    _check(c.keep_last >= 1, "checkpoint.keep_last", ">= 1", c.keep_last)
+    _check(c.every_steps >= 0, "checkpoint.every_steps", ">= 0", c.every_steps)
+    _check(c.eval_every >= 1, "checkpoint.eval_every", ">= 1", c.eval_every)
+    _check(all(e >= 1 for e in c.milestones), "checkpoint.milestones", "epochs >= 1", c.milestones)
