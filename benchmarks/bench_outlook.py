@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import RESULTS_DIR, StepClock, describe_environment, write_report  # noqa: E402
+from bench_env import RESULTS_DIR, StepClock, describe_environment, write_report  # noqa: E402
 
 from volo.errors import VoloError  # noqa: E402
 from volo.models.blocks import OutlookAttention  # noqa: E402

@@ -37,7 +37,8 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import GPU_PLAN, RESULTS_DIR, describe_environment, prediction, timm_twin, write_report  # noqa: E402
+from bench_env import RESULTS_DIR, describe_environment, write_report  # noqa: E402
+from bench_model import GPU_PLAN, prediction, timm_twin  # noqa: E402
 
 import volo  # noqa: E402
 
