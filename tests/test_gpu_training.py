@@ -2,15 +2,14 @@
 a step (bf16 autocast, token labels, MixToken, fused AdamW, clipping), and the trainer's compiled CUDA-graph mode
 training to the same losses as eager."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
+from conftest import step_losses
 
 import volo
 from volo.data.batch import Batch, identity_transforms
-from volo.training.config import OptimConfig, load_config
+from volo.training.config import OptimConfig
 from volo.training.loss import TokenLabelingLoss
 from volo.training.optim import build_optimizer
 from volo.training.step import StepContext, train_step
@@ -60,33 +59,11 @@ def test_train_step_never_synchronises_with_the_host(clip):
     assert all(torch.isfinite(s.loss) and s.skipped == 0 for s in stats)
 
 
-def test_cuda_graph_mode_trains_like_eager(tmp_path):
-    from volo.data.synthetic import make_synthetic_dataset
-
-    make_synthetic_dataset(tmp_path / "data" / "train", classes=4, per_class=8, size=72, seed=0)
-    make_synthetic_dataset(tmp_path / "data" / "val", classes=4, per_class=2, size=72, seed=1)
+def test_cuda_graph_mode_trains_like_eager(tiny_run):
     losses = {}
     for name, extra in {"eager": [], "graphs": ["train.compile=true", "train.compile_mode=reduce-overhead"]}.items():
-        cfg = load_config(
-            "debug",
-            [
-                "model.num_classes=4",
-                "model.img_size=64",
-                "token_labels.size=null",
-                f"data.path={tmp_path / 'data'}",
-                f"checkpoint.output_dir={tmp_path / 'runs'}",
-                f"checkpoint.run_name={name}",
-                "train.batch_size=8",
-                "train.max_steps=6",
-                "train.log_every=1",
-                "train.progress=false",
-                "train.amp=none",
-                "model.drop_path_rate=0.0",
-                *extra,
-            ],
-        )
-        result = train(cfg)
-        rows = (result.run_dir / "metrics" / "steps.jsonl").read_text().splitlines()
-        losses[name] = [json.loads(r)["loss"] for r in rows]
+        sets = ("train.batch_size=8", "train.max_steps=6", "train.amp=none", "model.drop_path_rate=0.0", *extra)
+        result = train(tiny_run(name, *sets, px=72, per_class=8, img_size=64))
+        losses[name] = step_losses(result.run_dir)
     assert len(losses["graphs"]) == 6
     assert losses["graphs"] == pytest.approx(losses["eager"], rel=2e-3)  # fp32; TF32 and kernel choice differ
