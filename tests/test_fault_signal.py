@@ -30,7 +30,10 @@ def test_sigusr2_to_one_rank_stops_all_then_resume_on_one_process(tmp_path: Path
     out, rec = tmp_path / "runs", tmp_path / "rec"
     rec.mkdir()
     run_dir, log = out / "pre", tmp_path / "pre.log"
-    job = start(torchrun_cmd(2, train_args(data, out, "pre", 4), record=True), log, VOLO_RECORD_DIR=str(rec))
+    # Each training image takes 0.1 s to load, so the first step lasts >= 0.4 s: the signal, sent right after setup,
+    # lands inside it, whatever the machine's speed.
+    cmd = torchrun_cmd(2, train_args(data, out, "pre", 4), record=True)
+    job = start(cmd, log, VOLO_RECORD_DIR=str(rec), VOLO_RECORD_DELAY_S="0.1")
     try:
         # Signal right after setup (the header follows a barrier, so both handlers are installed): the first
         # step boundary, step 1 of 4, is where both ranks must stop, mid-epoch.
