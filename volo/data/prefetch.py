@@ -6,9 +6,10 @@ on the compute stream; the compute stream waits for that copy only when it takes
 recorded on the compute stream so the caching allocator never reuses their memory early. On any other device it
 is a plain `Batch.to`, so CPU runs and tests see the exact same batches.
 
-Used on the PyTorch loader path only: DALI and nvJPEG already hand out batches on the GPU (their own pipelines
-overlap decoding), and their saved reader position counts the batches they handed out, which a read-ahead would
-shift by one.
+Training uses it on the PyTorch loader path only: DALI and nvJPEG already hand out batches on the GPU (their own
+pipelines overlap decoding), and their saved reader position counts the batches they handed out, which a read-ahead
+would shift by one. Evaluation (`volo.training.evaluate`) uses it for every loader: batches already on the device
+pass through.
 """
 
 from __future__ import annotations

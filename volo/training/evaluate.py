@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from volo.data.prefetch import DevicePrefetcher
 from volo.distributed.process_group import all_reduce_sum
 
 
@@ -35,7 +36,7 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
 ) -> EvalResult:
-    """Run `model` in eval mode over `batches` (objects with `.images` (B,3,H,W) and `.labels` (B,)).
+    """Run `model` in eval mode over `batches` (`Batch` objects: `.images` (B,3,H,W) and `.labels` (B,)).
 
     Each rank passes its shard; correct counts, loss sums and image counts are all-reduced, so the result is
     over the whole set on every rank.
@@ -44,9 +45,8 @@ def evaluate(
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss sum, images
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-    for batch in batches:
-        images = batch.images.to(device, non_blocking=True)
-        labels = batch.labels.to(device, non_blocking=True)
+    for batch in DevicePrefetcher(batches, device):  # on CUDA the next batch's copy overlaps this one's forward
+        images, labels = batch.images, batch.labels
         with autocast:
             logits = model(images)
         logits = logits.float()
