@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import TINY, make_data, truncate, zero
+from faults import make_data, tiny_config, truncate, zero
 
 from volo.errors import VoloError
 from volo.training import checkpoint as ckpt_mod
 from volo.training.checkpoint import CheckpointManager, load_checkpoint, resolve_resume
-from volo.training.config import load_config
 from volo.training.faults import save_checkpoint_together
 from volo.training.trainer import train
 
@@ -34,19 +33,7 @@ PREVIOUS = "step000000003.pt"
 
 
 def _cfg(data: Path, out: Path, name: str, *extra: str):
-    items = [
-        *TINY,
-        "train.batch_size=8",
-        "schedule.epochs=1",
-        "schedule.warmup_epochs=0",
-        f"data.path={data}",
-        f"checkpoint.output_dir={out}",
-        f"checkpoint.run_name={name}",
-        "checkpoint.every_steps=1",
-        "checkpoint.keep_last=10",
-        *extra,
-    ]
-    return load_config("debug", items)
+    return tiny_config(data, out, name, "schedule.epochs=1", "schedule.warmup_epochs=0", *extra)
 
 
 @pytest.fixture(scope="module")

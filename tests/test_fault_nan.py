@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import TINY, make_data
+from faults import make_data, tiny_config
 
 from volo.errors import VoloError
 from volo.training.checkpoint import load_checkpoint
-from volo.training.config import load_config
 from volo.training.faults import BadStepGuard
 from volo.training.loss import TokenLabelingLoss
 from volo.training.trainer import train
@@ -45,17 +44,7 @@ def _poison(monkeypatch, bad: dict[int, float]) -> None:
 
 
 def _cfg(data: Path, out: Path, name: str, *extra: str):
-    items = [
-        *TINY,
-        "train.batch_size=8",
-        f"data.path={data}",
-        f"checkpoint.output_dir={out}",
-        f"checkpoint.run_name={name}",
-        "checkpoint.every_steps=1",
-        "checkpoint.keep_last=10",
-        *extra,
-    ]
-    return load_config("debug", items)
+    return tiny_config(data, out, name, *extra)
 
 
 def test_nan_and_inf_steps_are_skipped_and_counted(data: Path, tmp_path: Path, monkeypatch):

@@ -21,6 +21,18 @@ def _steps_logged(run_dir: Path) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
+def _last_step(run_dir: Path) -> int:
+    return json.loads((run_dir / "metrics" / "steps.jsonl").read_text().splitlines()[-1])["step"]
+
+
+def _stop(job, send) -> float:
+    """Send the signal, wait for the whole job to exit; seconds it took."""
+    send()
+    t0 = time.monotonic()
+    job.wait(timeout=60)
+    return time.monotonic() - t0
+
+
 def _records(folder: Path) -> Counter:
     return Counter(line for f in sorted(folder.glob("rank*.txt")) for line in f.read_text().split())
 
@@ -38,16 +50,14 @@ def test_sigusr2_to_one_rank_stops_all_then_resume_on_one_process(tmp_path: Path
         # Signal right after setup (the header follows a barrier, so both handlers are installed): the first
         # step boundary, step 1 of 4, is where both ranks must stop, mid-epoch.
         wait_for(lambda: "global batch 8 (2 x 4 x 1)" in log.read_text(), 150, "the run header", job)
-        os.kill(worker_pids(job.pid)[1], signal.SIGUSR2)  # only rank 1 is told: rank 0 must agree anyway
-        t0 = time.monotonic()
-        job.wait(timeout=60)
-        stop_s = time.monotonic() - t0
+        # only rank 1 is told: rank 0 must agree anyway
+        stop_s = _stop(job, lambda: os.kill(worker_pids(job.pid)[1], signal.SIGUSR2))
     finally:
         kill_group(job)
     text = log.read_text()
     assert job.returncode == 0, text[-3000:]
     assert "stopped by a signal after saving a checkpoint" in text
-    stopped_at = json.loads((run_dir / "metrics" / "steps.jsonl").read_text().splitlines()[-1])["step"]
+    stopped_at = _last_step(run_dir)
     assert stopped_at == 1, f"stopped at step {stopped_at}, not at the first step boundary"
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert latest.endswith(f"step{stopped_at:09d}.pt")
@@ -79,15 +89,12 @@ def test_sigterm_single_process_saves_exits_zero_and_resumes(tmp_path: Path):
     job = start(volo_cmd(train_args(data, out, "term", 8)), log)
     try:
         wait_for(lambda: _steps_logged(run_dir) >= 1, 120, "a logged step", job)
-        job.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        job.wait(timeout=60)
-        stop_s = time.monotonic() - t0
+        stop_s = _stop(job, lambda: job.send_signal(signal.SIGTERM))
     finally:
         kill_group(job)
     text = log.read_text()
     assert job.returncode == 0, text[-3000:]
-    stopped_at = json.loads((run_dir / "metrics" / "steps.jsonl").read_text().splitlines()[-1])["step"]
+    stopped_at = _last_step(run_dir)
     assert (run_dir / "checkpoints" / "latest").read_text().strip().endswith(f"step{stopped_at:09d}.pt")
     resumed = run(volo_cmd(train_args(data, out, "term", 8)), timeout=200)
     assert resumed.returncode == 0 and f"at step {stopped_at}" in resumed.output, resumed.output[-3000:]

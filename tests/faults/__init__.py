@@ -33,6 +33,14 @@ TINY = [
 """`--set` overrides that shrink the debug recipe (add train.batch_size per launch)."""
 
 
+def tiny_config(data: Path, out: Path, name: str, *extra: str):
+    """The tiny run as an in-process config (batch 8, a checkpoint after every step, 10 kept), plus `extra`."""
+    from volo.training.config import load_config
+
+    base = [f"data.path={data}", f"checkpoint.output_dir={out}", f"checkpoint.run_name={name}", "train.batch_size=8"]
+    return load_config("debug", [*TINY, *base, "checkpoint.every_steps=1", "checkpoint.keep_last=10", *extra])
+
+
 def make_data(root: Path, per_class: int = 8, val_per_class: int = 1) -> Path:
     """`root/train` (4 x per_class JPEGs) and `root/val`; returns root."""
     make_synthetic_dataset(root / "train", classes=4, per_class=per_class, size=40, seed=0)

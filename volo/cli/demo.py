@@ -30,7 +30,6 @@ SIZES = {  # name: classes, train images per class, val images per class, teache
 class StageResult:
     stage: str
     seconds: float
-    top1: float | None = None
     detail: str = ""
 
 
@@ -100,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== volo demo: {name} ==", flush=True)
         return time.perf_counter()
 
+    def train_stage(key: str, title: str, run_name: str, overrides: list[str], detail: str):
+        t = stage(title)
+        result = _train(overrides, out, run_name, data, progress)
+        results.append(StageResult(key, time.perf_counter() - t, detail))
+        return result
+
     t = stage("data")
     if not (data / "val").is_dir():
         make_synthetic_dataset(data / "train", classes, size["train_per_class"], size=112, seed=args.seed)
@@ -110,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
     common = [f"model.num_classes={classes}", "data.rand_augment=rand-m9-mstd0.5-inc1", "data.reprob=0.25"]
     if args.max_images:
         common += [f"data.max_train_images={args.max_images}", f"data.max_val_images={args.max_images}"]
-    t = stage("teacher")
-    teacher = _train(
+    teacher = train_stage(
+        "teacher",
+        "teacher",
+        "teacher",
         [
             *common,
             f"model.img_size={args.teacher_size}",
@@ -119,18 +126,7 @@ def run(args: argparse.Namespace) -> int:
             f"token_labels.size={args.teacher_size // 16}",
             "token_labels.mixtoken=false",
         ],
-        out,
-        "teacher",
-        data,
-        progress,
-    )
-    results.append(
-        StageResult(
-            "teacher",
-            time.perf_counter() - t,
-            teacher.metrics.get("top1"),
-            f"volo_tiny @{args.teacher_size}, plain labels",
-        )
+        f"volo_tiny @{args.teacher_size}, plain labels",
     )
 
     t = stage("label")
@@ -156,30 +152,24 @@ def run(args: argparse.Namespace) -> int:
         f"schedule.epochs={size['epochs']}",
         f"token_labels.size={args.low_res // 16}",
     ]
-    t = stage("baseline (plain labels)")
-    baseline = _train(low, out, "student_plain", data, progress)
-    results.append(
-        StageResult(
-            "baseline",
-            time.perf_counter() - t,
-            baseline.metrics.get("top1"),
-            f"volo_tiny @{args.low_res}, plain labels + MixToken",
-        )
+    baseline = train_stage(
+        "baseline",
+        "baseline (plain labels)",
+        "student_plain",
+        low,
+        f"volo_tiny @{args.low_res}, plain labels + MixToken",
     )
-
-    t = stage("student (token labeling)")
-    student = _train([*low, f"token_labels.label_root={labels}"], out, "student_tl", data, progress)
-    results.append(
-        StageResult(
-            "student",
-            time.perf_counter() - t,
-            student.metrics.get("top1"),
-            f"volo_tiny @{args.low_res}, token labels + MixToken",
-        )
+    student = train_stage(
+        "student",
+        "student (token labeling)",
+        "student_tl",
+        [*low, f"token_labels.label_root={labels}"],
+        f"volo_tiny @{args.low_res}, token labels + MixToken",
     )
-
-    t = stage("fine-tune at high resolution")
-    fine = _train(
+    fine = train_stage(
+        "finetune",
+        "fine-tune at high resolution",
+        "student_tl_finetune",
         [
             *common,
             f"model.img_size={args.high_res}",
@@ -192,18 +182,7 @@ def run(args: argparse.Namespace) -> int:
             f"token_labels.label_root={labels}",
             "token_labels.ground_truth=true",
         ],
-        out,
-        "student_tl_finetune",
-        data,
-        progress,
-    )
-    results.append(
-        StageResult(
-            "finetune",
-            time.perf_counter() - t,
-            fine.metrics.get("top1"),
-            f"volo_tiny @{args.high_res} from the student",
-        )
+        f"volo_tiny @{args.high_res} from the student",
     )
 
     t = stage("eval")
