@@ -113,3 +113,18 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path):
     with open(path, "rb") as f:
         pickle.load(f)
     assert marker.exists()
+
+
+def test_custom_transformer_heads_round_trip(tmp_path: Path):
+    torch.manual_seed(0)
+    custom = volo.create_model("volo_tiny", img_size=64, num_heads=(1, 4, 4, 4)).eval()
+    saved = volo.save_weights(custom, tmp_path / "custom")
+    again = volo.create_model("auto", checkpoint=saved)  # the heads come from the metadata beside the weights
+    assert again.arch.num_heads == (1, 4, 4, 4)
+    _same_outputs(custom, again)
+    torch.save(custom.state_dict(), tmp_path / "custom.pth")  # no metadata: the caller names the heads
+    _same_outputs(
+        custom, volo.create_model("volo_tiny", img_size=64, num_heads=(1, 4, 4, 4), checkpoint=tmp_path / "custom.pth")
+    )
+    with pytest.raises(volo.VoloError, match="holds"):  # outlooker heads are in the shapes: a clear error
+        volo.create_model("volo_tiny", img_size=64, num_heads=(2, 4, 4, 4), checkpoint=tmp_path / "custom.pth")

@@ -122,10 +122,10 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def identify_variant(arch: VoloArch) -> str | None:
-    """The name of the variant whose tensor shapes `arch` has (resolution, class count and the transformer head
-    counts, which no tensor shape records, aside), or None."""
-    keys = ("layers", "embed_dims", "mlp_ratio", "stem_hidden")
+def identify_variant(arch: VoloArch, match_heads: bool = True) -> str | None:
+    """The name of the variant `arch` is (resolution and class count aside), or None. `match_heads=False` matches
+    tensor shapes only: the transformer head counts leave no trace in them."""
+    keys = ("layers", "embed_dims", "mlp_ratio", "stem_hidden") + (("num_heads",) if match_heads else ())
     for name, variant in VARIANTS.items():
         if all(getattr(variant.arch, k) == getattr(arch, k) for k in keys):
             return name
