@@ -16,14 +16,12 @@ class ModelEma:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay = decay
+        self._ema_params, self._ema_buffers = list(self.module.parameters()), list(self.module.buffers())
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
-        for eb, b in zip(self.module.buffers(), model.buffers()):
-            eb.copy_(b)
+        torch._foreach_lerp_(self._ema_params, list(model.parameters()), 1.0 - self.decay)
+        torch._foreach_copy_(self._ema_buffers, list(model.buffers()))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()

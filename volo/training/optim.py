@@ -59,7 +59,7 @@ def no_decay_names(model: nn.Module) -> set[str]:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.AdamW:
     """AdamW over `param_groups`; fused (CUDA and CPU) when `cfg.fused`, which also lets a step be skipped on the
-    device (`optimizer.found_inf`) without a host sync."""
+    device (`optimizer.found_inf`, see `StepContext.skip_on_device`) without a host sync."""
     opt = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
         lr=lr,
@@ -67,7 +67,6 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.opti
         eps=cfg.eps,
         fused=True if cfg.fused else None,
     )
-    opt._volo_found_inf_ok = bool(cfg.fused)
     return opt
 
 

@@ -43,20 +43,22 @@ class StepContext:
     clip_grad: float | None
     cuda_graphs: bool = False
     """The compiled model replays CUDA graphs: each forward starts a new step for torch.compile's graph trees."""
+    skip_on_device: bool = False
+    """The optimiser is a fused AdamW: a non-finite step is skipped through its `found_inf` input, no host sync."""
 
 
 @dataclass
 class StepStats:
     """Device tensors of one optimiser step (read them only when logging)."""
 
-    loss: torch.Tensor
-    """Mean total loss over the micro-batches (this rank)."""
-    cls_loss: torch.Tensor
-    token_loss: torch.Tensor
+    parts: torch.Tensor
+    """(4,): mean total loss, class loss and token loss over the micro-batches (this rank), then 1.0 when the step
+    was skipped (non-finite gradients), else 0.0."""
     grad_norm: torch.Tensor
-    skipped: torch.Tensor
-    """1.0 when the step was skipped (non-finite gradients), else 0.0."""
-    images: int
+
+    @property
+    def skipped(self) -> torch.Tensor:
+        return self.parts[3]
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
@@ -70,10 +72,8 @@ def train_step(ctx: StepContext, micro_batches: list[Batch]) -> StepStats:
     """Forward/backward every micro-batch, then one optimiser step (or a counted skip)."""
     n = len(micro_batches)
     total = torch.zeros(3, device=ctx.device)
-    images = 0
     for i, batch in enumerate(micro_batches):
         batch = batch.to(ctx.device, non_blocking=True)
-        images += len(batch)
         targets = build_targets(batch, ctx.num_classes, ctx.smoothing)
         box = None
         if ctx.mixtoken:
@@ -107,11 +107,10 @@ def train_step(ctx: StepContext, micro_batches: list[Batch]) -> StepStats:
     if ctx.scaler is not None:  # the scaler checks inf/NaN itself and lowers its scale
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()
-    elif getattr(ctx.optimizer, "_volo_found_inf_ok", False):
+    elif ctx.skip_on_device:
         ctx.optimizer.found_inf = bad  # fused AdamW: skip the update on the device when bad == 1
-        ctx.optimizer.grad_scale = None
         ctx.optimizer.step()
     elif not bad.item():  # non-fused optimiser: one host sync to decide
         ctx.optimizer.step()
     ctx.optimizer.zero_grad(set_to_none=True)
-    return StepStats(total[0], total[1], total[2], norm.detach().float(), bad, images)
+    return StepStats(torch.cat([total, bad.reshape(1)]), norm.detach().float())

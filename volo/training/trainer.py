@@ -43,7 +43,7 @@ from volo.training.loss import TokenLabelingLoss
 from volo.training.metrics import MetricsLog
 from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_lr
 from volo.training.rng import capture_rng, restore_rng, seed_everything
-from volo.training.schedule import build_schedule
+from volo.training.schedule import build_schedule, total_epochs
 from volo.training.signals import StopFlag
 from volo.training.speed import speed_settings
 from volo.training.step import StepContext, train_step
@@ -182,6 +182,7 @@ class _Run:
             scaler=self.scaler,
             clip_grad=self.cfg.train.clip_grad,
             cuda_graphs=tr.compile and tr.compile_mode in CUDA_GRAPH_MODES and self.dist.device.type == "cuda",
+            skip_on_device=self.cfg.optim.fused,
         )
 
     @property
@@ -217,11 +218,11 @@ class _Run:
     def loop(self) -> bool:
         cfg, prog, sampler = self.cfg, self.progress, self.data.sampler
         max_steps = min(cfg.train.max_steps or math.inf, self.schedule.total_steps)
-        total_epochs = math.ceil(self.schedule.total_steps / self.data.steps_per_epoch)
+        last_epoch = total_epochs(cfg.schedule)
         acc, gb = cfg.train.accumulation, self.geometry.global_batch
         dev = self.dist.device
         self.last_eval: EvalResult | None = None
-        while prog.epoch < total_epochs and prog.step < max_steps:
+        while prog.epoch < last_epoch and prog.step < max_steps:
             loader = self.data.train_loader
             if sampler is not None:
                 sampler.set_epoch(prog.epoch, prog.epoch_consumed)
@@ -234,7 +235,7 @@ class _Run:
             batches = DevicePrefetcher(loader, dev) if sampler is not None else iter(loader)
             bar = self.step_log.bar(self.data.steps_per_epoch)
             sums = torch.zeros(4, device=dev)  # loss, cls, tokens, skipped since the last log
-            epoch_sum = torch.zeros(2, device=dev)  # loss sum, steps of this epoch
+            epoch_loss, epoch_steps = torch.zeros((), device=dev), 0  # this epoch's loss sum (this rank) and steps
             since, t0, micro, stopped = 0, time.perf_counter(), [], False
             lr, stats = self.schedule(prog.step), None
             for batch in batches:
@@ -251,8 +252,9 @@ class _Run:
                 prog.step += 1
                 prog.epoch_consumed += gb
                 prog.images_seen += gb
-                sums += torch.stack([stats.loss, stats.cls_loss, stats.token_loss, stats.skipped])
-                epoch_sum += torch.stack([stats.loss, torch.ones((), device=dev)])
+                sums += stats.parts
+                epoch_loss += stats.parts[0]
+                epoch_steps += 1
                 since += 1
                 if bar is not None:
                     bar.update(1)
@@ -277,7 +279,8 @@ class _Run:
                 for _ in batches:  # a stop on the epoch's last step: let the loader close its epoch (DALI reset)
                     pass
             if epoch_done:
-                self.end_epoch(epoch_sum, lr, last=prog.epoch + 1 >= total_epochs or prog.step >= max_steps)
+                last = prog.epoch + 1 >= last_epoch or prog.step >= max_steps
+                self.end_epoch(epoch_loss, epoch_steps, lr, last)
             else:
                 self.save(epoch_end=False)
             if stopped:
@@ -285,12 +288,12 @@ class _Run:
         return False
 
     # -- epoch end: eval, log, checkpoint -------------------------------------------------------------------
-    def end_epoch(self, epoch_sum: torch.Tensor, lr: float, last: bool) -> None:
+    def end_epoch(self, epoch_loss: torch.Tensor, epoch_steps: int, lr: float, last: bool) -> None:
         prog = self.progress
         prog.epoch += 1
         prog.epoch_consumed = 0
-        loss_sum, steps = all_reduce_mean(epoch_sum.clone()).tolist()
-        row = {"epoch": prog.epoch, "step": prog.step, "lr": lr, "train_loss": loss_sum / max(steps, 1)}
+        loss_sum = all_reduce_mean(epoch_loss.reshape(1)).item()  # every rank ran the same steps
+        row = {"epoch": prog.epoch, "step": prog.step, "lr": lr, "train_loss": loss_sum / max(epoch_steps, 1)}
         is_best = False
         if self.data.eval_loader is not None and (prog.epoch % self.cfg.checkpoint.eval_every == 0 or last):
             res = evaluate(self.model, self.data.eval_loader, self.dist.device, self.amp_dtype)
