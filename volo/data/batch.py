@@ -9,7 +9,8 @@ image (and of its label map, which covers the whole image) that output pixel (x_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -30,23 +31,23 @@ class Batch:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the batch holds (the label fields when present)."""
+        return [getattr(self, f.name) for f in fields(self) if self._is_tensor(f.name)]
+
+    def _is_tensor(self, name: str) -> bool:
+        return isinstance(getattr(self, name), torch.Tensor)
+
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """A batch with `fn` applied to every tensor field (None fields stay None)."""
+        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self) if self._is_tensor(f.name)})
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        moved = {
-            f.name: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
-            for f in fields(self)
-            for v in [getattr(self, f.name)]
-        }
-        return Batch(**moved)
+        return self.map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True) on custom batch types."""
-        return Batch(
-            **{
-                f.name: (v.pin_memory() if isinstance(v, torch.Tensor) else v)
-                for f in fields(self)
-                for v in [getattr(self, f.name)]
-            }
-        )
+        return self.map_tensors(torch.Tensor.pin_memory)
 
     @property
     def has_token_labels(self) -> bool:

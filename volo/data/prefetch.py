@@ -15,15 +15,10 @@ pass through.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import fields
 
 import torch
 
 from volo.data.batch import Batch
-
-
-def _tensors(batch: Batch) -> list[torch.Tensor]:
-    return [v for f in fields(batch) for v in [getattr(batch, f.name)] if isinstance(v, torch.Tensor)]
 
 
 class DevicePrefetcher:
@@ -58,7 +53,7 @@ class DevicePrefetcher:
         compute = torch.cuda.current_stream(self.device)
         compute.wait_stream(self.stream)
         batch = self._next
-        for t in _tensors(batch):
+        for t in batch.tensors():
             t.record_stream(compute)
         self._preload()
         return batch

@@ -58,6 +58,11 @@ def _launcher(kernel):
         return kernel
 
 
+_LAUNCH_FWD, _LAUNCH_BWD_LOGITS, _LAUNCH_BWD_V = (
+    _launcher(k) for k in (outlook_fwd_kernel, outlook_bwd_logits_kernel, outlook_bwd_v_kernel)
+)
+
+
 def _block_d(head_dim: int) -> int:
     return triton.next_power_of_2(head_dim)
 
@@ -78,7 +83,7 @@ def outlook_attention_fwd(
     KK = kernel_size * kernel_size
     out = _new(v_bhwc.shape, v_bhwc)
     lse = _new((B, h, w, num_heads, KK), v_bhwc, torch.float32)
-    launch = _launcher(outlook_fwd_kernel)
+    launch = _LAUNCH_FWD
     for py in range(min(stride, H)):
         for px in range(min(stride, W)):
             count = math.ceil((H - py) / stride) * math.ceil((W - px) / stride)
@@ -129,7 +134,7 @@ def outlook_attention_bwd(
     grad_v = _new(v_bhwc.shape, v_bhwc)
     grad_logits = _new(logits.shape, logits)
     block_w = max(1, min(64, _WINDOW_TILE_ELEMENTS // (kk_pad * block_d)))
-    _launcher(outlook_bwd_logits_kernel)[(triton.cdiv(h * w, block_w), B * num_heads)](
+    _LAUNCH_BWD_LOGITS[(triton.cdiv(h * w, block_w), B * num_heads)](
         grad_out,
         v_bhwc,
         logits,
@@ -150,7 +155,7 @@ def outlook_attention_bwd(
         BLOCK_D=block_d,
         KK_PAD=kk_pad,
     )
-    launch = _launcher(outlook_bwd_v_kernel)
+    launch = _LAUNCH_BWD_V
     for py in range(min(stride, H)):
         for px in range(min(stride, W)):
             count = math.ceil((H - py) / stride) * math.ceil((W - px) / stride)

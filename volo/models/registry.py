@@ -55,9 +55,7 @@ def create_model(
         raise VoloError(
             f"Unknown model option(s) {sorted(unknown)}; valid ones: {sorted(VoloArch.__dataclass_fields__)}."
         )
-    size = img_size or size_from_name or arch.img_size
-    if size % 16:
-        raise VoloError(f"img_size={size} is not a multiple of 16; VOLO needs one (224, 256, 384, 448, 512...).")
+    size = img_size or size_from_name or arch.img_size  # Volo() refuses a size that is not a multiple of 16
     arch = arch.with_overrides(img_size=size, num_classes=num_classes or arch.num_classes, **overrides)
     model = Volo(arch)
     if checkpoint is not None:

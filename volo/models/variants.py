@@ -72,7 +72,12 @@ class Variant:
     """Eval settings per resolution of a released checkpoint."""
 
     def eval_cfg(self, img_size: int) -> EvalConfig:
-        return self.eval_cfgs.get(img_size, EvalConfig(crop_pct=0.96 if img_size <= 224 else 1.0))
+        return self.eval_cfgs.get(img_size, default_eval_config(img_size))
+
+
+def default_eval_config(img_size: int) -> EvalConfig:
+    """Eval settings of a resolution no released checkpoint has: crop 0.96 up to 224 px, the whole image above."""
+    return EvalConfig(crop_pct=0.96 if img_size <= 224 else 1.0)
 
 
 _CROP_224 = {224: EvalConfig(0.96)}

@@ -175,7 +175,11 @@ class Volo(nn.Module):
 
     def forward_tokens(self, x_bhwc: torch.Tensor) -> torch.Tensor:
         """Stride-8 map through outlookers, downsample and transformers: (B, H/16, W/16, C)."""
-        x = self.network[1](self._run_blocks(self.network[0], x_bhwc))
+        return self._forward_transformers(self._run_blocks(self.network[0], x_bhwc))
+
+    def _forward_transformers(self, x8_bhwc: torch.Tensor) -> torch.Tensor:
+        """The outlookers' stride-8 output through downsample, pos_embed and the transformer stages."""
+        x = self.network[1](x8_bhwc)
         x = self.pos_drop(x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2])))
         for stage in self.network[2:]:
             x = self._run_blocks(stage, x)
@@ -219,10 +223,7 @@ class Volo(nn.Module):
     def forward_feature_maps(self, x_bchw: torch.Tensor) -> list[torch.Tensor]:
         """Multi-scale NCHW features for dense heads: [stride 8 (B, C0, H/8, W/8), stride 16 (B, C, H/16, W/16)]."""
         x8 = self._run_blocks(self.network[0], self.forward_stem(x_bchw))
-        x = self.network[1](x8)
-        x = self.pos_drop(x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2])))
-        for stage in self.network[2:]:
-            x = self._run_blocks(stage, x)
+        x = self._forward_transformers(x8)
         return [x8.permute(0, 3, 1, 2).contiguous(), x.permute(0, 3, 1, 2).contiguous()]
 
 

@@ -21,6 +21,10 @@ _WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model_ema", "model", "module")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
+HEAD_KEYS = ("head.weight", "head.bias", "aux_head.weight", "aux_head.bias")
+"""The classifier heads: dropped (re-initialised) when a checkpoint's class count differs from the model's."""
+
+
 def read_state_dict(path: str | Path, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, with wrappers and prefixes removed."""
     path = Path(path)
@@ -157,7 +161,7 @@ def adapt_state_dict(sd: dict[str, torch.Tensor], model: torch.nn.Module, source
     if tuple(sd["pos_embed"].shape[1:3]) != tuple(grid):
         sd["pos_embed"] = resize_pos_embed(sd["pos_embed"].float(), tuple(grid)).to(sd["pos_embed"].dtype)
     if file_arch.num_classes != target.num_classes:
-        for key in ("head.weight", "head.bias", "aux_head.weight", "aux_head.bias"):
+        for key in HEAD_KEYS:
             sd.pop(key, None)
     return sd
 
@@ -174,7 +178,7 @@ def load_weights(
     sd = state_dict if state_dict is not None else read_state_dict(path, prefer_ema)
     sd = adapt_state_dict(sd, model, path)
     missing, unexpected = model.load_state_dict(sd, strict=False)
-    allowed = {"head.weight", "head.bias", "aux_head.weight", "aux_head.bias"}
+    allowed = set(HEAD_KEYS)
     if unexpected or set(missing) - allowed:
         raise VoloError(
             f"{path} does not match the model: missing {sorted(set(missing) - allowed)[:5]}, "

@@ -17,7 +17,6 @@ import yaml
 from volo.errors import VoloError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
-LOADERS: tuple[str, ...] = ("pytorch", "dali", "nvjpeg")
 """The training data paths `data.loader` may name (see `volo.data.backends`)."""
 
 

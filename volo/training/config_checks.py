@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
+from volo.data.backends import BACKENDS
 from volo.errors import VoloError
-from volo.training.config import COMPILE_MODES, LOADERS, RunConfig
+from volo.training.config import COMPILE_MODES, RunConfig
 
 
 def _check(ok: bool, key: str, rule: str, value) -> None:
@@ -21,8 +22,8 @@ def validate(cfg: RunConfig) -> None:
     _check(0 <= m.drop_path_rate < 1, "model.drop_path_rate", "in [0, 1)", m.drop_path_rate)
     _check(0 <= m.drop_rate < 1, "model.drop_rate", "in [0, 1)", m.drop_rate)
     _check(d.workers >= 0, "data.workers", ">= 0", d.workers)
-    if d.loader not in LOADERS:
-        raise VoloError(f"Config value data.loader={d.loader!r} is unknown; choose one of {', '.join(LOADERS)}.")
+    if d.loader not in BACKENDS:
+        raise VoloError(f"Config value data.loader={d.loader!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     dev = d.loader_device
     _check(
         dev is None or dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),

@@ -26,6 +26,7 @@ from volo.data.sampler import ResumableDistributedSampler, ShardSampler
 from volo.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig
 from volo.distributed.process_group import DistInfo
 from volo.errors import VoloError
+from volo.models.registry import resolve_name
 from volo.models.variants import VARIANTS, EvalConfig
 from volo.training.checkpoint import Progress, TrainingCheckpoint, unpack_loader_state
 from volo.training.config import RunConfig
@@ -58,11 +59,7 @@ class TrainData:
 
 def model_eval_config(name: str, img_size: int) -> EvalConfig:
     """crop_pct / interpolation / mean / std of a model name (`volo_d1`, `volo_d1_384`...) at `img_size`."""
-    base = name.split(".")[0]
-    if base not in VARIANTS and base.rsplit("_", 1)[0] in VARIANTS:
-        base = base.rsplit("_", 1)[0]
-    variant = VARIANTS.get(base)
-    return variant.eval_cfg(img_size) if variant is not None else EvalConfig(0.96 if img_size <= 224 else 1.0)
+    return VARIANTS[resolve_name(name)[0]].eval_cfg(img_size)
 
 
 def split_dir(root: str | Path | None, split: str) -> Path:

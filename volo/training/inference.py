@@ -19,7 +19,7 @@ from volo.distributed.process_group import DistInfo
 from volo.errors import VoloError
 from volo.models.fuse import fuse_for_inference
 from volo.models.registry import create_model
-from volo.models.variants import VARIANTS, EvalConfig, identify_variant
+from volo.models.variants import VARIANTS, EvalConfig, default_eval_config, identify_variant
 from volo.models.weights import read_weights_meta
 from volo.training.evaluate import EvalResult, evaluate
 from volo.training.speed import speed_settings
@@ -56,7 +56,7 @@ def load_model(
     model = fuse_for_inference(model.to(device).eval())  # stem BatchNorms folded into the convolutions
     variant = identify_variant(model.arch)
     size = model.arch.img_size
-    cfg = VARIANTS[variant].eval_cfg(size) if variant else EvalConfig(0.96 if size <= 224 else 1.0)
+    cfg = VARIANTS[variant].eval_cfg(size) if variant else default_eval_config(size)
     if crop_pct is not None:
         cfg = EvalConfig(crop_pct, cfg.interpolation, cfg.mean, cfg.std)
     k = model.arch.num_classes
