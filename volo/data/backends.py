@@ -16,18 +16,17 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from volo.data.batch import Batch
-from volo.data.dataset import scan_image_folder
+from volo.data.dataset import scan_image_folder, spread_indices
 from volo.data.sampler import ResumableDistributedSampler
 from volo.errors import VoloError
 from volo.labeling.source import LabelSource
 
-Backend = Literal["pytorch", "dali", "nvjpeg"]
 BACKENDS: tuple[str, ...] = ("pytorch", "dali", "nvjpeg")
 
 
@@ -92,7 +91,7 @@ class LoaderOptions:
     workers: int = 4
     """PyTorch: DataLoader workers; DALI: pipeline threads; nvJPEG: file-reading threads."""
     max_images: int | None = None
-    """Use only the first N images of the scan (debug runs)."""
+    """Use only N images of the scan, spread over the classes (debug runs)."""
     reprob: float = 0.25
     """Random-erasing probability (pixel mode, after normalisation, image only); every backend applies it."""
     token_labels: LabelSource | None = field(default=None, repr=False)
@@ -118,9 +117,7 @@ def scan_for(options: LoaderOptions) -> ImageList:
     classes, entries, _ = scan_image_folder(root)
     skip = options.token_labels.unreadable() if options.token_labels is not None else set()
     samples = [Sample(root / e.key, e.label, e.key) for e in entries if e.key not in skip]
-    if options.max_images is not None and options.max_images < len(samples):  # spread over all classes
-        picks = np.linspace(0, len(samples) - 1, options.max_images).round().astype(int)
-        samples = [samples[i] for i in sorted(set(picks.tolist()))]
+    samples = [samples[i] for i in spread_indices(len(samples), options.max_images)]
     return ImageList(root, tuple(classes), tuple(samples))
 
 
@@ -233,8 +230,8 @@ class TorchLoader(SamplerPosition):
         self.dataset = ImageFolderDataset(options.root, TrainTransform(cfg), labels=options.token_labels)
         if options.token_labels is not None:
             self.dataset.drop(options.token_labels.unreadable())
-        if options.max_images is not None:
-            self.dataset.entries = self.dataset.entries[: options.max_images]
+        entries = self.dataset.entries  # the same images as scan_for picks
+        self.dataset.entries = [entries[i] for i in spread_indices(len(entries), options.max_images)]
         self.sampler = ResumableDistributedSampler(
             len(self.dataset),
             world_size=options.world_size,

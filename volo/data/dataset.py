@@ -60,6 +60,13 @@ class Sample:
     """Index of the image actually returned (differs from the request when that one was unreadable)."""
 
 
+def spread_indices(n: int, limit: int | None) -> list[int]:
+    """`limit` of `n` class-sorted items spread evenly over them (never only the first classes); all when no limit."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
+
+
 def scan_image_folder(root: Path) -> tuple[list[str], list[ImageEntry], ScanReport]:
     """Sorted classes, entries and what was skipped. Raises VoloError when there is no image at all."""
     if not root.is_dir():

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from volo.data.backends import BatchLoader, LoaderOptions
 from volo.data.backends import build_loader as build_fast_loader
-from volo.data.dataset import ImageFolderDataset
+from volo.data.dataset import ImageFolderDataset, spread_indices
 from volo.data.loader import LoaderConfig, build_loader
 from volo.data.sampler import ResumableDistributedSampler, ShardSampler
 from volo.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig
@@ -78,8 +77,7 @@ def spread_subset(dataset, limit: int | None):
     """The first-class-only trap avoided: `limit` items spread evenly over the (class-sorted) dataset."""
     if limit is None or limit >= len(dataset):
         return dataset
-    idx = np.linspace(0, len(dataset) - 1, limit).round().astype(int)
-    return Subset(dataset, sorted(set(idx.tolist())))
+    return Subset(dataset, spread_indices(len(dataset), limit))
 
 
 def open_token_labels(cfg: RunConfig, dataset: ImageFolderDataset):
@@ -177,8 +175,8 @@ def loader_device(cfg: RunConfig, dist: DistInfo) -> str | None:
 def build_fast_train_loader(cfg: RunConfig, dist: DistInfo, root: Path, ev: EvalConfig, labels) -> BatchLoader:
     """The dali / nvjpeg training loader of this rank, with the PyTorch path's augmentation settings.
 
-    `labels` is the token-label store already checked by `open_token_labels` (or None). Note the fast loaders
-    take the first `data.max_train_images` images of the sorted scan (the PyTorch path spreads them).
+    `labels` is the token-label store already checked by `open_token_labels` (or None). `data.max_train_images`
+    picks the same images as the PyTorch path (`spread_indices`).
     """
     d = cfg.data
     if d.loader == "dali":
