@@ -65,9 +65,9 @@ class DataConfig:
     eval_batch_size: int = 128
     """Images per rank per evaluation step."""
     max_train_images: int | None = None
-    """Use only the first N training images (debug runs); None uses all."""
+    """Use only N training images, spread over the classes (debug runs); None uses all."""
     max_val_images: int | None = None
-    """Evaluate only the first N validation images; None uses all."""
+    """Evaluate only N validation images, spread over the classes; None uses all."""
 
 
 @dataclass
