@@ -145,12 +145,16 @@ def test_vm_without_numa_or_ib(vm):
 def test_map_file_override(dgx_a100, tmp_path):
     path = tmp_path / "map.yaml"
     path.write_text("ranks:\n  - local_rank: 1\n    cores: '0-3'\n    mem_node: null\n    hca: mlx5_4:2\n")
-    plan = compute_binding_plan(read_topology(dgx_a100, use_nvml=False))
-    plan = apply_binding_map(plan, load_binding_map(path), path)
+    topo = read_topology(dgx_a100, use_nvml=False)
+    plan = apply_binding_map(compute_binding_plan(topo), load_binding_map(path), path)
     one = plan.ranks[1]
     assert (one.cpus, one.mem_node, one.hca, one.source) == ((0, 1, 2, 3), None, "mlx5_4", "map-file")
     assert one.env()["NCCL_IB_HCA"] == "=mlx5_4:2"
     assert plan.ranks[0].source == "topology" and plan.ranks[0].hca == "mlx5_0"
+    # with the topology, SMT siblings count once towards the rank's threads (as in derived bindings)
+    path.write_text("ranks:\n  - local_rank: 0\n    cores: '0-3,128-131'\n")
+    smt = apply_binding_map(compute_binding_plan(topo), load_binding_map(path), path, topo).ranks[0]
+    assert len(smt.cpus) == 8 and smt.env()["OMP_NUM_THREADS"] == "4"
     json_path = tmp_path / "map.json"
     json_path.write_text(json.dumps({"9": {"cores": "1"}}))
     with pytest.raises(VoloError, match="binds local rank 9"):

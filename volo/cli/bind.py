@@ -71,7 +71,7 @@ def build_plan(args: argparse.Namespace) -> BindingPlan:
         mode=CoreSlicing(args.mode),
     )
     if args.map is not None:
-        plan = apply_binding_map(plan, load_binding_map(args.map), args.map)
+        plan = apply_binding_map(plan, load_binding_map(args.map), args.map, topology)
     return plan
 
 

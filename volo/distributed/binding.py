@@ -90,7 +90,7 @@ class BindingPlan:
         )
 
 
-def _core_groups(pool: Iterable[int], topology: Topology) -> list[tuple[int, ...]]:
+def core_groups(pool: Iterable[int], topology: Topology) -> list[tuple[int, ...]]:
     """Split CPUs into SMT sibling groups (restricted to the pool), ordered by their first CPU."""
     pool_set = set(pool)
     groups = {tuple(c for c in topology.siblings_of(cpu) if c in pool_set) or (cpu,) for cpu in pool_set}
@@ -181,7 +181,7 @@ def compute_binding_plan(
 
     if not gpus:
         notes.append("no NVIDIA GPU found: CPU-only ranks get unique slices of the allowed CPUs, memory not bound.")
-        slices = _slice(_core_groups(allowed, topology), nproc, CoreSlicing.UNIQUE_CONTIGUOUS)
+        slices = _slice(core_groups(allowed, topology), nproc, CoreSlicing.UNIQUE_CONTIGUOUS)
         ranks = tuple(
             RankBinding(
                 local_rank=i,
@@ -217,7 +217,7 @@ def compute_binding_plan(
             pool = allowed
         else:
             pool = set(node.cpus) & allowed
-        for local_rank, groups in zip(local_ranks, _slice(_core_groups(pool, topology), len(local_ranks), mode)):
+        for local_rank, groups in zip(local_ranks, _slice(core_groups(pool, topology), len(local_ranks), mode)):
             cores_of[local_rank] = groups
 
     hcas = _choose_hcas(gpus, topology.hcas)

@@ -24,8 +24,9 @@ from typing import Any
 
 import yaml
 
-from volo.distributed.binding import BindingPlan, RankBinding
+from volo.distributed.binding import BindingPlan, RankBinding, core_groups
 from volo.distributed.cpulist import parse_cpulist
+from volo.distributed.topology import Topology
 from volo.errors import VoloError
 
 MAP_KEYS = {"local_rank", "cores", "mem_node", "hca"}
@@ -80,9 +81,13 @@ def load_binding_map(path: Path | str) -> dict[int, dict[str, Any]]:
 
 
 def apply_binding_map(
-    plan: BindingPlan, entries: dict[int, dict[str, Any]], path: Path | str = "map file"
+    plan: BindingPlan,
+    entries: dict[int, dict[str, Any]],
+    path: Path | str = "map file",
+    topology: Topology | None = None,
 ) -> BindingPlan:
-    """Replace the fields the map names; ranks absent from the map keep their derived binding."""
+    """Replace the fields the map names; ranks absent from the map keep their derived binding. With `topology`,
+    a rank's thread count is its physical cores (SMT siblings counted once), as for derived bindings."""
     known = {rank.local_rank for rank in plan.ranks}
     extra = sorted(set(entries) - known)
     if extra:
@@ -99,7 +104,8 @@ def apply_binding_map(
         changes: dict[str, Any] = {"source": "map-file"}
         if "cores" in item:
             changes["cpus"] = item["cores"]
-            changes["physical_cores"] = len(item["cores"])
+            cores = item["cores"]
+            changes["physical_cores"] = len(core_groups(cores, topology)) if topology is not None else len(cores)
         if "mem_node" in item:
             changes["mem_node"] = None if item["mem_node"] is None else int(item["mem_node"])
         if "hca" in item:
