@@ -12,9 +12,6 @@ softmax, smoothing) is timed on --device (cpu here; cuda where present), against
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ import numpy as np
 import PIL
 import torch
 import torchvision
+from bench_env import IMAGENETTE, describe_environment, write_report
 
 from volo.data.batch import Batch
 from volo.data.dataset import ImageFolderDataset
@@ -31,8 +29,6 @@ from volo.data.synthetic import make_synthetic_dataset
 from volo.data.targets import build_targets
 from volo.data.transforms import TrainTransform, TrainTransformConfig
 from volo.labeling.store import ShardedLabelStore, StoreMeta, write_manifest, write_shard
-
-IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2-224" / "train"
 
 
 def subset_folder(src: Path, dst: Path, n: int) -> Path:
@@ -118,19 +114,14 @@ def main() -> None:
     plain_batch = Batch(batch.images, batch.labels, batch.label_transform)
     cost_plain = target_cost(plain_batch, device, args.reps)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    env = describe_environment(device)
+    settings = (
+        f"{torch.get_num_threads()} torch threads, device for targets: {device}; torchvision "
+        f"{torchvision.__version__}, pillow {PIL.__version__}; data: {source}; {args.img_size} px output, batch "
+        f"{args.batch_size}, {args.workers} workers; TrainTransform = RandomResizedCrop + flip + "
+        "rand-m9-mstd0.5-inc1 + erasing 0.25; token labels: sharded store, top-5 x 18 x 18 fp16 maps, 1000 classes"
+    )
     lines = [
-        "# Data path: token labels vs plain augmentation (CPU)",
-        "",
-        f"- date: {datetime.date.today().isoformat()}, commit {commit} (+ uncommitted work tree)",
-        f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"`nproc`-limited CPU shared with other jobs; device for targets: {device}",
-        f"- versions: python {platform.python_version()}, torch {torch.__version__}, torchvision "
-        f"{torchvision.__version__}, pillow {PIL.__version__}",
-        f"- data: {source}; {args.img_size} px output, batch {args.batch_size}, {args.workers} workers; "
-        "TrainTransform = RandomResizedCrop + flip + rand-m9-mstd0.5-inc1 + erasing 0.25",
-        "- token labels: sharded store, top-5 x 18 x 18 fp16 maps, 1000 classes",
-        "",
         "| measurement | plain | token labels | ratio |",
         "|---|---|---|---|",
         f"| loader images/s (best of {args.rounds} interleaved passes) | {rate_plain:.1f} | {rate_tl:.1f} "
@@ -139,12 +130,11 @@ def main() -> None:
         f"| {cost_tl / cost_plain:.1f} |",
         f"| build_targets, dense reference path (grid_sample on (B, 1000, 18, 18)) | | {cost_dense * 1e3:.2f} ms | "
         f"{cost_dense / cost_tl:.1f}x the fast path |",
-        "",
     ]
-    report = "\n".join(lines)
-    print(report)
+    table = "\n".join(lines)
+    print(table)
     if args.out:
-        args.out.write_text(report)
+        write_report(args.out, "Data path: token labels vs plain augmentation", env, settings, table)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2-224" / "train"
+"""Real photographs beside the project (research licence: read in place, never copied); optional."""
 
 
 @dataclass

@@ -16,25 +16,20 @@ Writes `benchmarks/results/loaders_<cpu|gpu>.md` with machine, versions, commit 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import subprocess
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from bench_env import IMAGENETTE, RESULTS_DIR, describe_environment, write_report
+from bench_model import BenchConfig, bench_pair
 
 from volo.data.backends import LoaderOptions, build_loader
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2-224" / "train"
+from volo.data.synthetic import make_synthetic_dataset
 
 
 @dataclass
@@ -44,18 +39,6 @@ class Row:
     workers: int
     images_per_s: float
     note: str = ""
-
-
-def generated_dataset(root: Path, images: int) -> Path:
-    """Photo-sized random JPEGs (smooth noise, ~300x400), two classes."""
-    rng = np.random.default_rng(0)
-    for i in range(images):
-        folder = root / f"class{i % 2}"
-        folder.mkdir(parents=True, exist_ok=True)
-        h, w = int(rng.integers(280, 340)), int(rng.integers(360, 440))
-        small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR).save(folder / f"{i:05d}.jpg", quality=90)
-    return root
 
 
 def time_loader(backend: str, opts: LoaderOptions, batches: int) -> float:
@@ -76,73 +59,27 @@ def time_loader(backend: str, opts: LoaderOptions, batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def model_images_per_s(batch: int = 128, steps: int = 10) -> float:
-    """VOLO-D1 @224 training steps (bf16 autocast, AdamW) on the GPU: the rate the loader must keep up with."""
-    import volo
-
-    model = volo.create_model("volo_d1").cuda().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, 224, 224, device="cuda")
-    y = torch.randint(0, 1000, (batch,), device="cuda")
-    box = torch.tensor([0, 0, 0, 0], device="cuda")
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(x, mix_box=box)
-            loss = torch.nn.functional.cross_entropy(out.cls_logits, y) + out.token_logits.float().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - start)
+def model_images_per_s(batch: int = 128) -> float:
+    """VOLO-D1 @224 training steps (bf16 autocast, fused AdamW) on the GPU, as bench_model.py times them: the rate
+    the loader must keep up with."""
+    cfg = BenchConfig(plan=[], amp=True, device="cuda", impls=("ours",))
+    return bench_pair("volo_d1", 224, batch, cfg, None)[0].train_img_s
 
 
-def versions() -> str:
-    parts = [f"torch {torch.__version__}", f"torchvision {torchvision.__version__}"]
+def loader_versions() -> str:
     try:
         import nvidia.dali
 
-        parts.append(f"DALI {nvidia.dali.__version__}")
+        dali = f"DALI {nvidia.dali.__version__}"
     except ImportError:
-        parts.append("DALI not installed")
-    return ", ".join(parts)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} logical CPUs"
-    if torch.cuda.is_available():
-        text += f"; GPU {torch.cuda.get_device_name()}"
-    return text
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        dali = "DALI not installed"
+    return f"torchvision {torchvision.__version__}, {dali}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="ImageFolder training split (default: imagenette)")
-    parser.add_argument("--images", type=int, default=256, help="images to use (first N of the scan)")
+    parser.add_argument("--images", type=int, default=256, help="images to use (spread over the classes)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=6, help="timed batches per row")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="PyTorch worker counts to try")
@@ -152,7 +89,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or (IMAGENETTE if IMAGENETTE.is_dir() else generated_dataset(Path(tmp), args.images))
+        data = args.data or (IMAGENETTE if IMAGENETTE.is_dir() else None)
+        if data is None:  # generated JPEGs of photo-like size
+            data = Path(tmp)
+            make_synthetic_dataset(data, classes=2, per_class=max(1, args.images // 2), size=320, seed=0)
         source = "imagenette2-224 (short side 224)" if data == IMAGENETTE else str(data)
         base = dict(root=data, img_size=224, batch_size=args.batch, max_images=args.images, seed=0)
         plan: list[tuple[str, str | None, int]] = [("pytorch", None, w) for w in args.workers]
@@ -174,23 +114,14 @@ def main() -> None:
             print(f"{backend:8s} {row.device:5s} workers={workers}: {row.images_per_s:8.1f} img/s {row.note}")
         model_rate = model_images_per_s() if torch.cuda.is_available() else None
 
-    kind = "gpu" if torch.cuda.is_available() else "cpu"
-    out = args.out or RESULTS_DIR / f"loaders_{kind}.md"
-    lines = [
-        f"# Loader throughput ({kind})",
-        "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-        f"- machine: {machine()}",
-        f"- versions: {versions()}",
-        f"- commit: {commit()}",
-        f"- data: {source}, {args.images} images, batch {args.batch}, 224 px, RandAugment rand-m9-mstd0.5-inc1, "
-        f"{args.batches} timed batches after one warm-up batch",
-        f"- load: 1-minute load average {os.getloadavg()[0]:.1f} at the end (other processes skew the rates when it "
-        "exceeds the core count; compare rows of one run, not across runs)",
-        "",
-        "| backend | device | workers/threads | images/s | note |",
-        "|---|---|---|---|---|",
-    ]
+    env = describe_environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    out = args.out or RESULTS_DIR / f"loaders_{'gpu' if torch.cuda.is_available() else 'cpu'}.md"
+    settings = (
+        f"{source}, {args.images} images, batch {args.batch}, 224 px, RandAugment rand-m9-mstd0.5-inc1, "
+        f"{args.batches} timed batches after one warm-up batch; {loader_versions()}; 1-minute load average "
+        f"{os.getloadavg()[0]:.1f} at the end (compare rows of one run, not across runs)"
+    )
+    lines = ["| backend | device | workers/threads | images/s | note |", "|---|---|---|---|---|"]
     lines += [f"| {r.backend} | {r.device} | {r.workers} | {r.images_per_s:.1f} | {r.note} |" for r in rows]
     if model_rate is not None:
         note = (
@@ -202,9 +133,7 @@ def main() -> None:
             "No GPU here: the GPU rows (DALI mixed, nvJPEG on CUDA) and the VOLO-D1 training rate they must beat "
             "(~5,000 images/s per 8-GPU node) come from running this script on a GPU machine."
         )
-    lines += ["", note]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    write_report(out, "Loader throughput", env, settings, "\n".join(lines) + "\n\n" + note)
     print(f"wrote {out}")
 
 

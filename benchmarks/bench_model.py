@@ -21,7 +21,7 @@ import copy
 import json
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -79,7 +79,15 @@ class BenchRow:
     fwd_bwd_cpu_ms: float | None = None
     """CPU only: median process CPU time of forward+backward (all threads)."""
     mfu: float | None = None
-    notes: list[str] = field(default_factory=list)
+
+
+def make_optimizer(model: nn.Module) -> tuple[torch.optim.Optimizer, str]:
+    """AdamW as training builds it (`volo.training.optim`): fused (CUDA and CPU), foreach where there is no fused
+    kernel; and which of the two."""
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), "fused"
+    except RuntimeError:
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True), "foreach"
 
 
 def timm_twin(model: volo.Volo) -> nn.Module:
@@ -152,8 +160,7 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
     flops = forward_flops(ours, img_size, device)
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     y = torch.randint(0, ours.arch.num_classes, (batch,), device=device)
-    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4, **fused) for k, m in models.items()}
+    opts = {k: make_optimizer(m)[0] for k, m in models.items()}
     fns: dict[str, Callable] = {k: _compiled(m, cfg) for k, m in models.items()}
     clock = StepClock(device)
     times: dict[str, list[tuple]] = {k: [] for k in models}

@@ -18,19 +18,16 @@ import argparse
 import json
 import math
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from bench_env import RESULTS_DIR, StepClock, describe_environment, write_report
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import RESULTS_DIR, StepClock, describe_environment, write_report  # noqa: E402
-
-from volo.errors import VoloError  # noqa: E402
-from volo.models.blocks import OutlookAttention  # noqa: E402
-from volo.models.outlook_attention import available_backends, outlook_attention_reference  # noqa: E402
+from volo.errors import VoloError
+from volo.models.blocks import OutlookAttention
+from volo.models.outlook_attention import available_backends, outlook_attention_reference
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,8 @@ class OutlookRow:
     mem_mib: float
 
 
-def _measure(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor], device: torch.device) -> tuple[list, int]:
-    """One fwd+bwd (for memory), returns the marks list to fill and the memory in bytes."""
+def _measure(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor], device: torch.device) -> int:
+    """Bytes of one fwd+bwd: CUDA peak above the start, or on CPU what autograd saves plus the output."""
     for t in inputs:
         t.grad = None
     if device.type == "cuda":
@@ -76,7 +73,7 @@ def _measure(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor], device:
         torch.cuda.reset_peak_memory_stats()
         fn().float().sum().backward()
         torch.cuda.synchronize()
-        return [], torch.cuda.max_memory_allocated() - base
+        return torch.cuda.max_memory_allocated() - base
     saved: dict[int, int] = {}
     keep = {t.untyped_storage().data_ptr() for t in inputs}
 
@@ -88,7 +85,7 @@ def _measure(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor], device:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     out.float().sum().backward()
-    return [], sum(saved.values()) + out.numel() * out.element_size()
+    return sum(saved.values()) + out.numel() * out.element_size()
 
 
 def bench_shape(shape: Stage1Shape, dtype: torch.dtype, device: torch.device, steps: int, warmup: int):
@@ -116,7 +113,7 @@ def bench_shape(shape: Stage1Shape, dtype: torch.dtype, device: torch.device, st
         from volo.models.outlook_triton import outlook_attention_triton
 
         cases[("op", "triton")] = (lambda: outlook_attention_triton(v, logits, *op_args), [v, logits])
-    memory = {key: _measure(fn, inputs, device)[1] for key, (fn, inputs) in cases.items()}
+    memory = {key: _measure(fn, inputs, device) for key, (fn, inputs) in cases.items()}
     clock = StepClock(device)
     spans: dict[tuple[str, str], list] = {key: [] for key in cases}
     for step in range(warmup + steps):

@@ -24,7 +24,6 @@ import argparse
 import os
 import re
 import statistics
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,15 +31,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_env import RESULTS_DIR, describe_environment, write_report
+from bench_model import GPU_PLAN, make_optimizer, prediction, timm_twin
 from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import RESULTS_DIR, describe_environment, write_report  # noqa: E402
-from bench_model import GPU_PLAN, prediction, timm_twin  # noqa: E402
-
-import volo  # noqa: E402
+import volo
 
 # Report rows, in this order.
 CATEGORIES = [
@@ -142,14 +139,6 @@ class StepProfile:
         for (_, category), ms in self.op_ms.items():
             totals[category] += ms
         return totals
-
-
-def make_optimizer(model: nn.Module) -> tuple[torch.optim.Optimizer, str]:
-    """AdamW as training builds it: fused (CUDA and CPU), foreach where the device has no fused kernel."""
-    try:
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), "fused"
-    except RuntimeError:
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True), "foreach"
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool) -> None:
