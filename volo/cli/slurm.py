@@ -13,6 +13,9 @@ from pathlib import Path
 from volo.distributed.slurm import SlurmJob, render_sbatch, submit
 from volo.errors import VoloError
 
+DEFAULTS = SlurmJob(recipe="", out_dir=Path("."))
+"""The job's own defaults, shown by the flags (one source: `SlurmJob`)."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -25,29 +28,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder on shared storage (absolute)")
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset root on shared storage (absolute)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=8, help="0 for a CPU-only (gloo) job")
+    parser.add_argument("--nodes", type=int, default=DEFAULTS.nodes)
+    parser.add_argument("--gpus-per-node", type=int, default=DEFAULTS.gpus_per_node, help="0 for a CPU-only (gloo) job")
     parser.add_argument("--procs-per-node", type=int, default=None, help="ranks per node (default: GPUs per node)")
-    parser.add_argument("--launcher", choices=["torchrun", "srun"], default="torchrun",
+    parser.add_argument("--launcher", choices=["torchrun", "srun"], default=DEFAULTS.launcher,
                         help="torchrun per node (c10d rendezvous) or one srun task per rank")  # fmt: skip
     parser.add_argument("--job-name", default=None, help="default: volo-RECIPE")
     parser.add_argument("--partition", default=None)
     parser.add_argument("--account", default=None)
     parser.add_argument("--qos", default=None)
-    parser.add_argument("--time", default="04:00:00", help="time limit per allocation, e.g. 04:00:00")
+    parser.add_argument("--time", default=DEFAULTS.time, help="time limit per allocation, e.g. 04:00:00")
     parser.add_argument("--cpus-per-node", type=int, default=None)
-    parser.add_argument("--mem", default="0", help="memory per node ('0' = all; 'none' to omit)")
+    parser.add_argument("--mem", default=DEFAULTS.mem, help="memory per node ('0' = all; 'none' to omit)")
     parser.add_argument("--no-exclusive", action="store_true", help="share nodes with other jobs")
     parser.add_argument("--container-image", default=None, help="pyxis image (squashfs or docker URI)")
     parser.add_argument("--container-mounts", default="", help="SRC:DST[,SRC:DST...]; data/out added")
     parser.add_argument("--container-in-sbatch", action="store_true", help="also put container flags on #SBATCH")
-    parser.add_argument("--signal-lead", type=int, default=300, help="seconds of warning before the time limit")
-    parser.add_argument("--max-requeues", type=int, default=20)
-    parser.add_argument("--rdzv-port", type=int, default=29500)
-    parser.add_argument("--shutdown-timeout", type=int, default=240, help="torchrun: seconds to checkpoint on signal")
+    parser.add_argument(
+        "--signal-lead", type=int, default=DEFAULTS.signal_lead_s, help="seconds of warning before the time limit"
+    )
+    parser.add_argument("--max-requeues", type=int, default=DEFAULTS.max_requeues)
+    parser.add_argument("--rdzv-port", type=int, default=DEFAULTS.rdzv_port)
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=int,
+        default=DEFAULTS.shutdown_timeout_s,
+        help="torchrun: seconds to checkpoint on signal",
+    )
     parser.add_argument("--no-bind", action="store_true", help="do not wrap ranks in `volo bind`")
     parser.add_argument("--bind-map", type=Path, default=None, help="binding map file for `volo bind --map`")
-    parser.add_argument("--volo", default="volo", help="the volo executable on the nodes")
+    parser.add_argument("--volo", default=DEFAULTS.volo, help="the volo executable on the nodes")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE exported for the ranks")
     parser.add_argument("--sbatch", dest="extra_sbatch", action="append", default=[], help="extra sbatch option")
     parser.add_argument("--script", type=Path, default=None, help="where to write it (default OUT/job.sbatch)")
@@ -59,8 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def job_from_args(args: argparse.Namespace) -> SlurmJob:
     """The SlurmJob the flags describe."""
-    job = SlurmJob(recipe=args.recipe, out_dir=args.out)
-    env = dict(job.env)
+    env = dict(DEFAULTS.env)
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
