@@ -14,6 +14,7 @@ from pathlib import Path
 
 from volo.distributed.planner import (
     IMAGENET_TRAIN_IMAGES,
+    WRITEUP_PER_GPU_BATCH,
     CommModel,
     Workload,
     count_params,
@@ -40,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.add_argument("--images-s", type=float, help="measured training images/s of ONE GPU")
     speed.add_argument("--node-images-s", type=float, help="measured training images/s of ONE NODE")
     speed.add_argument("--bench-json", type=Path, help="benchmark result JSON (rows with model, batch, train_img_s)")
-    parser.add_argument("--per-gpu-batch", type=int, default=None, help="images per GPU per step (default 44)")
+    batch_help = f"images per GPU per step (default {WRITEUP_PER_GPU_BATCH})"
+    parser.add_argument("--per-gpu-batch", type=int, default=None, help=batch_help)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--nodes", default="1,2,4,5,8", help="comma-separated node counts")
     parser.add_argument("--epochs", type=float, default=300.0)
@@ -81,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
         single, bench_batch = read_bench_json(args.bench_json, args.model)
         batch = batch or bench_batch
     elif args.node_images_s is not None:
-        batch = batch or 44
+        batch = batch or WRITEUP_PER_GPU_BATCH
         single = single_gpu_from_node(args.node_images_s, params, args.gpus_per_node, batch, comm)
     else:
         single = args.images_s
-        batch = batch or 44
+        batch = batch or WRITEUP_PER_GPU_BATCH
     workload = Workload(
         params=params, single_gpu_images_s=single, per_gpu_batch=batch, epochs=args.epochs,
         dataset_images=args.dataset_images,

@@ -25,8 +25,6 @@ from volo.errors import VoloError
 
 # The NVIDIA write-up's VOLO-D5 pretraining figures (224 px, 8 GPUs x 44 images per node, ImageNet-1k).
 WRITEUP_PER_GPU_BATCH = 44
-WRITEUP_ONE_NODE_IMAGES_S = 500.0
-WRITEUP_FIVE_NODE_IMAGES_S = 2100.0
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
@@ -90,7 +88,7 @@ def predict(workload: Workload, nodes: int, gpus_per_node: int, comm: CommModel 
     compute_s = workload.per_gpu_batch / workload.single_gpu_images_s
     bandwidth = comm.nvlink_gbytes_s if nodes == 1 else min(comm.nvlink_gbytes_s, comm.inter_node_gbytes_s)
     grad_bytes = workload.params * comm.bytes_per_grad
-    allreduce_s = 2 * (n - 1) / n * grad_bytes / (bandwidth * 1e9) if n > 1 else 0.0
+    allreduce_s = ring_allreduce_s(n, grad_bytes, bandwidth)
     hidden_s = min(comm.overlap * allreduce_s, comm.backward_fraction * compute_s)
     step_s = compute_s + allreduce_s - hidden_s
     images_s = n * workload.per_gpu_batch / step_s
@@ -109,12 +107,17 @@ def predict(workload: Workload, nodes: int, gpus_per_node: int, comm: CommModel 
     )
 
 
+def ring_allreduce_s(n: int, grad_bytes: float, gbytes_s: float) -> float:
+    """Seconds of a ring all-reduce of `grad_bytes` over `n` ranks at `gbytes_s` GB/s per link (2(n-1)/n passes)."""
+    return 2 * (n - 1) / n * grad_bytes / (gbytes_s * 1e9) if n > 1 else 0.0
+
+
 def single_gpu_from_node(
     node_images_s: float, params: int, gpus_per_node: int, per_gpu_batch: int, comm: CommModel = CommModel()
 ) -> float:
     """Invert the one-node model: the single-GPU images/s that gives `node_images_s` on one node."""
     n = gpus_per_node
-    allreduce_s = 2 * (n - 1) / n * params * comm.bytes_per_grad / (comm.nvlink_gbytes_s * 1e9) if n > 1 else 0.0
+    allreduce_s = ring_allreduce_s(n, params * comm.bytes_per_grad, comm.nvlink_gbytes_s)
     step_s = n * per_gpu_batch / node_images_s
     # step = c + ar - min(overlap*ar, bf*c); assume the overlap cap does not bind (checked below).
     compute_s = step_s - (1 - comm.overlap) * allreduce_s
@@ -141,7 +144,7 @@ def calibrate(
     if exposed_s <= 0:
         raise VoloError("the multi-node throughput scales perfectly or better: nothing to calibrate the network on.")
     allreduce_s = exposed_s / (1 - comm.overlap)
-    bandwidth = 2 * (n - 1) / n * params * comm.bytes_per_grad / allreduce_s / 1e9
+    bandwidth = ring_allreduce_s(n, params * comm.bytes_per_grad, 1.0) / allreduce_s  # the time at 1 GB/s, scaled
     return single, replace(comm, inter_node_gbytes_s=bandwidth)
 
 
