@@ -35,7 +35,6 @@ from volo.errors import VoloError
 
 HEARTBEAT_INTERVAL_S = 1.0
 """Seconds between two heartbeats of a rank."""
-DEFAULT_MAX_BAD_STEPS = 25
 """Consecutive skipped (NaN/inf) optimiser steps after which a run stops."""
 _COLLECTIVE_HINTS = ("gloo", "nccl", "timed out", "timeout", "connection closed", "connection reset", "broken pipe")
 
@@ -155,7 +154,7 @@ def guard_collectives(dist: DistInfo) -> Iterator[Heartbeat | None]:
 class BadStepGuard:
     """Counts consecutive skipped steps on the device (no host sync per step); checked at log steps."""
 
-    def __init__(self, limit: int = DEFAULT_MAX_BAD_STEPS, device: torch.device | str = "cpu"):
+    def __init__(self, limit: int, device: torch.device | str = "cpu"):
         if limit < 1:
             raise VoloError(f"The limit of consecutive bad steps must be >= 1, got {limit}.")
         self.limit = limit

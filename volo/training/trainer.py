@@ -40,7 +40,7 @@ from volo.training.ema import ModelEma
 from volo.training.evaluate import EvalResult, evaluate
 from volo.training.faults import BadStepGuard, check_resume_model, guard_collectives, save_checkpoint_together
 from volo.training.loss import TokenLabelingLoss
-from volo.training.metrics import MetricsLog
+from volo.training.metrics import MetricsLog, read_jsonl
 from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_lr
 from volo.training.rng import capture_rng, restore_rng, seed_everything
 from volo.training.schedule import build_schedule, total_epochs
@@ -99,7 +99,9 @@ class _Run:
         self.main = dist.is_main
 
     # -- setup ----------------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, resuming: bool) -> None:
+        """Data, model (from `model.init_checkpoint` unless resuming: the checkpoint brings the weights), optimiser,
+        schedule, EMA and the guards."""
         cfg, dist = self.cfg, self.dist
         seed_everything(cfg.train.seed + dist.rank)
         self.geometry = BatchGeometry(dist.world_size, cfg.train.batch_size, cfg.train.accumulation)
@@ -109,7 +111,7 @@ class _Run:
             m.name,
             img_size=m.img_size,
             num_classes=m.num_classes,
-            checkpoint=self._init_checkpoint,
+            checkpoint=None if resuming else m.init_checkpoint,
             drop_path_rate=m.drop_path_rate,
             drop_rate=m.drop_rate,
         ).to(dist.device)
@@ -185,15 +187,10 @@ class _Run:
             skip_on_device=self.cfg.optim.fused,
         )
 
-    @property
-    def _init_checkpoint(self) -> str | None:
-        return None if getattr(self, "_resuming", False) else self.cfg.model.init_checkpoint
-
     # -- the run --------------------------------------------------------------------------------------------
     def run(self, resume: str | None) -> RunResult:
         found = resolve_resume(resume, self.run_dir / "checkpoints")
-        self._resuming = found is not None
-        self.setup()
+        self.setup(resuming=found is not None)
         if found is not None:
             self.load(found[1], found[0])
         self.wrap()
@@ -372,8 +369,6 @@ class _Run:
                 best_top1=prog.best_top1,
                 best_epoch=prog.best_epoch,
             )
-        from volo.training.metrics import read_jsonl
-
         steps = read_jsonl(self.run_dir / "metrics" / "steps.jsonl") if self.main else []
         if steps:
             metrics.update(train_loss=steps[-1]["loss"], images_per_s=steps[-1]["images_per_s"])
