@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from volo.atomic import atomic_write_text
 from volo.data.dataset import ImageFolderDataset
 from volo.data.transforms import WholeImageTransform
 from volo.errors import VoloError
@@ -98,9 +99,7 @@ def _check_run_file(out: Path, run: dict) -> None:
                 "--teacher, --topk, --shard-size and size, or write to a new --out."
             )
         return
-    tmp = path.with_name(f"{RUN_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(run, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(run, indent=1), path)
 
 
 def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:

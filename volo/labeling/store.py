@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from volo.atomic import atomic_write, atomic_write_text
 from volo.errors import VoloError
 from volo.labeling.source import TokenLabel
 
@@ -73,16 +73,11 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def _atomic_write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(obj), path)
 
 
 def ids_dtype(num_classes: int) -> np.dtype:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from volo.atomic import atomic_write, atomic_write_text, fsync_dir
 from volo.errors import VoloError
 
 FORMAT = "volo-train-checkpoint"
@@ -130,46 +131,9 @@ def unpack_loader_state(state: dict) -> dict:
 
 
 # -- atomic file writes ---------------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj, path: str | Path) -> Path:
-    """torch.save to a temp file beside `path`, fsync, rename over `path`, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path
+    """torch.save, atomically (`volo.atomic`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 # -- the checkpoint folder ----------------------------------------------------------------------------------
@@ -210,7 +174,7 @@ class CheckpointManager:
         except OSError:
             shutil.copyfile(path, tmp)
         os.replace(tmp, best)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def candidates(self) -> list[Path]:
         """Regular checkpoints (not best.pt), newest (highest step) first; epoch ends before mid-epoch at a tie."""
