@@ -138,6 +138,7 @@ def _rand_augment(images, spec: RandAugmentConfig, size: int):
             num_magnitude_bins=MAGNITUDE_BINS,
         )
     warp = fn.transforms.combine(*warps)
+    # DALI takes one fill value for all channels: mid-grey, where the other paths use the mean colour (fill_colour)
     images = fn.warp_affine(images, matrix=warp, inverse_map=False, fill_value=128)
     return images, warp
 

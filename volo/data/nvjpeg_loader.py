@@ -42,7 +42,7 @@ from volo.data.backends import (
 )
 from volo.data.batch import Batch
 from volo.data.erasing import BatchErasing, erasing_seed
-from volo.data.randaugment import INCREASING_OPS, LEVEL_DENOM, SPATIAL_OPS, RandAugmentConfig
+from volo.data.randaugment import INCREASING_OPS, LEVEL_DENOM, SPATIAL_OPS, RandAugmentConfig, fill_colour
 from volo.data.sampler import ResumableDistributedSampler
 from volo.errors import VoloError
 
@@ -95,8 +95,8 @@ def colour_op(name: str, img: torch.Tensor, level: float) -> torch.Tensor:
     if name == "Invert":
         return TF.invert(img)
     if name == "PosterizeIncreasing":
-        bits = max(1, 4 - int(abs(level) * 4))  # timm's formula gives 0 at magnitude 10; PIL/torchvision need >= 1
-        return TF.posterize(img, bits)
+        bits = 4 - int(abs(level) * 4)  # 0 at magnitude 10: a black image, as on the PIL path
+        return TF.posterize(img, bits) if bits > 0 else torch.zeros_like(img)
     if name == "SolarizeIncreasing":
         return TF.solarize(img, 256 - min(256, int(abs(level) * 256)))
     if name == "SolarizeAdd":
@@ -167,7 +167,7 @@ class NvJpegLoader(SamplerPosition):
         self.rand_augment = RandAugmentConfig.parse(options.rand_augment) if options.rand_augment else None
         self.mean = torch.tensor(options.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(options.std, device=self.device).view(1, 3, 1, 1)
-        self.fill = torch.tensor([round(255 * m) for m in options.mean], dtype=torch.float32, device=self.device)
+        self.fill = torch.tensor(fill_colour(options.mean), dtype=torch.float32, device=self.device)
         self.erasing = BatchErasing(options.reprob)
         self.last_indices = torch.empty(0, dtype=torch.int64)
         """(B,) sample indices (positions in `self.images`) of the batch yielded last; for tests and debugging."""

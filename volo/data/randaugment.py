@@ -44,6 +44,11 @@ INCREASING_OPS = (
 SPATIAL_OPS = frozenset({"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
 
 
+def fill_colour(mean: tuple[float, float, float]) -> tuple[int, int, int]:
+    """The 0-255 colour a geometric op fills uncovered pixels with: the dataset mean (every backend uses it)."""
+    return tuple(round(255 * m) for m in mean)
+
+
 @dataclass(frozen=True)
 class RandAugmentConfig:
     """A parsed `rand-m9-n2-mstd0.5-inc1` string."""
@@ -162,7 +167,7 @@ def apply_op(
 class AlignedRandAugment:
     """`(PIL RGB image) -> (image, (3, 3) matrix)`: RandAugment plus the composed affine of its spatial ops."""
 
-    def __init__(self, cfg: RandAugmentConfig, fill: tuple[int, int, int] = (124, 116, 104)):
+    def __init__(self, cfg: RandAugmentConfig, fill: tuple[int, int, int] = (124, 116, 104)):  # fill_colour(ImageNet)
         self.cfg = cfg
         self.fill = fill
         """Fill colour of uncovered pixels: the ImageNet mean in 0..255, as timm's train transform sets it."""

@@ -22,7 +22,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from volo.data import affine
-from volo.data.randaugment import RANDOM_INTERPOLATION, AlignedRandAugment, RandAugmentConfig
+from volo.data.randaugment import RANDOM_INTERPOLATION, AlignedRandAugment, RandAugmentConfig, fill_colour
 from volo.models.variants import IMAGENET_MEAN, IMAGENET_STD
 
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -65,7 +65,7 @@ def to_normalised_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[f
 class TrainTransform:
     def __init__(self, cfg: TrainTransformConfig = TrainTransformConfig()):
         self.cfg = cfg
-        fill = tuple(round(255 * m) for m in cfg.mean)
+        fill = fill_colour(cfg.mean)
         self.rand_augment = (
             AlignedRandAugment(RandAugmentConfig.parse(cfg.auto_augment), fill) if cfg.auto_augment else None
         )
