@@ -115,12 +115,15 @@ def colour_op(name: str, img: torch.Tensor, level: float) -> torch.Tensor:
 def rand_augment(
     images: torch.Tensor, cfg: RandAugmentConfig, fill: torch.Tensor, rng: random.Random
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, S, S) float 0..255 -> augmented images and (B, 3, 3) float64 output->input normalised matrices."""
+    """(B, 3, S, S) float 0..255 -> augmented images and (B, 3, 3) float64 output->input normalised matrices.
+
+    Works in place on `images` (each image gets one op per layer: a colour op writes its own row, the spatial ops
+    read their rows before writing them back), so the caller hands over a batch it no longer needs."""
     B, size = images.shape[0], images.shape[-1]
     total = torch.eye(3, dtype=torch.float64).repeat(B, 1, 1)
     for _ in range(cfg.num_ops):
         layer = torch.eye(3, dtype=torch.float64).repeat(B, 1, 1)
-        spatial, out = [], images.clone()
+        spatial = []
         for i in range(B):
             name = rng.choice(INCREASING_OPS)
             if rng.random() > cfg.prob:
@@ -133,7 +136,7 @@ def rand_augment(
                 spatial.append(i)
             else:
                 pixels = images[i].round().clamp(0, 255).to(torch.uint8)
-                out[i] = colour_op(name, pixels, level).float()
+                images[i] = colour_op(name, pixels, level).float()
         if spatial:
             idx = torch.tensor(spatial, device=images.device)
             theta = layer[spatial, :2].to(images.device, torch.float32)
@@ -141,8 +144,8 @@ def rand_augment(
             warped = F.grid_sample(images[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             ones = torch.ones_like(images[idx, :1])
             covered = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            out[idx] = warped + (1 - covered) * fill.view(1, 3, 1, 1)
-        images, total = out, total @ layer
+            images[idx] = warped + (1 - covered) * fill.view(1, 3, 1, 1)
+        total = total @ layer
     return images, total
 
 
