@@ -18,26 +18,54 @@ def _table_rows(text: str, first_cells: list[str]) -> dict[str, list[str]]:
     return rows
 
 
+def _number(cell: str) -> float:
+    """A report figure as printed (`1,632.32`, `12.5`) -> float."""
+    return float(cell.replace(",", ""))
+
+
+def _check_table(text: str, categories: list[str]) -> None:
+    """The printed category table: every category, parts summing to the total, percentages to 100."""
+    rows = _table_rows(text, [*categories, "total"])
+    assert set(rows) == {*categories, "total"}
+    for ms_col, pct_col in ((0, 1), (2, 3)):  # ours, timm
+        total = _number(rows["total"][ms_col])
+        parts = [_number(rows[c][ms_col]) for c in categories]
+        assert total > 0 and abs(sum(parts) - total) <= 0.01 * total
+        assert abs(sum(_number(rows[c][pct_col]) for c in categories) - 100) < 1
+
+
 def test_profile_report_categories_sum_to_total(tmp_path):
     profile_step = load_script("profile_step")
     out = tmp_path / "profile.md"
     argv = ["--device", "cpu", "--models", "volo_tiny", "--batch", "1", "--img-size", "64", "--steps", "1"]
-    assert profile_step.main([*argv, "--warmup", "0", "--out", str(out)]) == out
+    results, path = profile_step.run(profile_step.config_from_args([*argv, "--warmup", "0", "--out", str(out)]))
+    assert path == out
     text = out.read_text()
     for field in ("- device:", "- driver:", "- versions: torch", "timm", "- commit:", "- date:", "torch threads"):
         assert field in text
     assert "## volo_tiny, batch 1, 64x64" in text
-    rows = _table_rows(text, [*profile_step.CATEGORIES, "total"])
-    assert set(rows) == {*profile_step.CATEGORIES, "total"}
-    for ms_col, pct_col in ((0, 1), (2, 3)):  # ours, timm
-        total = float(rows["total"][ms_col].replace(",", ""))
-        parts = [float(rows[c][ms_col].replace(",", "")) for c in profile_step.CATEGORIES]
-        assert total > 0 and abs(sum(parts) - total) <= 0.01 * total
-        assert abs(sum(float(rows[c][pct_col]) for c in profile_step.CATEGORIES) - 100) < 1
-    # the step's main parts were all seen, in both implementations
-    for category in ("outlook attention", "matmul / linear", "convolution (stem)", "layer norm", "optimizer"):
-        assert float(rows[category][0]) > 0 and float(rows[category][2]) > 0
+    _check_table(text, profile_step.CATEGORIES)
+    # the step's main parts were all seen, in both implementations (from the measured numbers, not the text)
+    for profile in results["volo_tiny"]:
+        by_category = profile.by_category()
+        assert sum(by_category.values()) == pytest.approx(profile.total_ms) and profile.total_ms > 0
+        for category in ("outlook attention", "matmul / linear", "convolution (stem)", "layer norm", "optimizer"):
+            assert by_category[category] > 0, (profile.impl, category)
     assert text.count("Top 15 ops, ") == 2
+
+
+def test_report_figures_above_a_thousand_parse():
+    """A slow machine prints `1,632.32`: the table stays consistent whatever the magnitudes (no timing involved)."""
+    profile_step = load_script("profile_step")
+
+    def fake(impl: str, scale: float):
+        ms = {(f"op{i}", c): scale * (i + 1) for i, c in enumerate(profile_step.CATEGORIES)}
+        return profile_step.StepProfile(impl, 1.2 * sum(ms.values()), None, 1.3 * sum(ms.values()), ms,
+                                        dict.fromkeys(ms, 1.0), "fused")  # fmt: skip
+
+    text = profile_step.format_pair("volo_d1", 224, 128, [fake("ours", 123.456), fake("timm", 0.5)], "cpu")
+    assert "1,234.56" in text  # the case that broke the old parser
+    _check_table(text, profile_step.CATEGORIES)
 
 
 @pytest.mark.parametrize(
