@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from volo.data.batch import Batch
+from volo.errors import VoloError
 
 
 @dataclass
@@ -38,6 +39,19 @@ def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.
     off = smoothing / num_classes
     out = torch.full((labels.shape[0], num_classes), off, device=labels.device)
     return out.scatter_(1, labels.long()[:, None], 1.0 - smoothing + off)
+
+
+def check_label_ids(ids: torch.Tensor, num_classes: int) -> None:
+    """Refuse class ids outside [0, num_classes): the dense path would fail on them and the sparse path would add
+    them to the next token's row. Sync-free on CUDA (an asynchronous device assert); a VoloError on the CPU."""
+    in_range = (ids.min() >= 0) & (ids.max() < num_classes)
+    if ids.is_cuda:
+        torch._assert_async(in_range, "token-label class id outside [0, num_classes)")
+    elif not bool(in_range):
+        raise VoloError(
+            f"Token-label class ids span [{int(ids.min())}, {int(ids.max())}] but the model has {num_classes} "
+            "classes; the labels were made for another class set: use the store made for this dataset."
+        )
 
 
 def dense_label_map(values: torch.Tensor, ids: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -131,6 +145,7 @@ def build_targets(
     if not batch.has_token_labels:
         tokens = ground_truth[:, None, :].expand(B, grid[0] * grid[1], num_classes)
         return Targets(ground_truth, tokens, ground_truth)
+    check_label_ids(batch.label_ids, num_classes)
     if method == "auto":
         method = "dense" if torch.are_deterministic_algorithms_enabled() else "sparse"
     if method == "sparse":

@@ -10,7 +10,7 @@ import numpy as np
 from volo.data.dataset import ImageFolderDataset
 from volo.errors import VoloError
 from volo.labeling.source import LabelSource
-from volo.labeling.store import ShardedLabelStore
+from volo.labeling.store import ShardedLabelStore, image_fingerprint
 
 
 @dataclass
@@ -27,7 +27,8 @@ def check_labels(dataset: ImageFolderDataset, store: LabelSource, probe: int = 1
     """Raise VoloError unless every image of `dataset` has a well-formed label with the dataset's classes.
 
     Drops (with a warning) images the store records as unreadable. For a sharded store it also checks the
-    shards' shapes and dtypes; for the public layout it opens `probe` files spread over the dataset.
+    shards' shapes, dtypes and class-id range, and that `probe` images spread over the dataset are the files the
+    store was made from (size + first bytes); for the public layout it opens `probe` files spread over the dataset.
     """
     dropped = dataset.drop(store.unreadable())
     if dropped:
@@ -52,6 +53,7 @@ def check_labels(dataset: ImageFolderDataset, store: LabelSource, probe: int = 1
                 f"The label store {store.root} is damaged ({len(problems)} problem(s), first: "
                 f"{problems[0]}); run `volo label --verify` and regenerate it."
             )
+        _check_fingerprints(dataset, store, probe)
     else:
         if store.num_classes is not None and store.num_classes != dataset.num_classes:
             raise VoloError(
@@ -67,3 +69,23 @@ def check_labels(dataset: ImageFolderDataset, store: LabelSource, probe: int = 1
                     f"{dataset.num_classes} classes; the labels were made for another class set."
                 )
     return LabelCheck(len(dataset.entries), dropped, tuple(store.map_size), store.topk)
+
+
+def _check_fingerprints(dataset: ImageFolderDataset, store: ShardedLabelStore, probe: int) -> None:
+    """Raise VoloError when probed images differ from those labeled (a store made for another folder)."""
+    picks = np.linspace(0, len(dataset.entries) - 1, min(probe, len(dataset.entries))).astype(int)
+    keys = [dataset.entries[i].key for i in sorted(set(picks.tolist()))]
+    changed = []
+    for key in keys:
+        recorded = store.fingerprint(key)
+        try:
+            if recorded is not None and image_fingerprint(dataset.root / key) != recorded:
+                changed.append(key)
+        except OSError:  # unreadable now: the dataset counts it when it is loaded
+            continue
+    if changed:
+        raise VoloError(
+            f"{len(changed)} of {len(keys)} probed images under {dataset.root} are not the files the label store "
+            f"{store.root} was made from (size or first bytes differ, e.g. {changed[0]!r}); the store belongs to "
+            f"another folder or version of the dataset: regenerate it with `volo label --data {dataset.root}`."
+        )

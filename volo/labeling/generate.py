@@ -5,6 +5,9 @@ s % world_size (torchrun's RANK / WORLD_SIZE), so every rank writes only its own
 once its `shard-XXXXX.json` record exists (written after both arrays, atomically), so a killed run resumes by
 skipping finished shards, even with another world size. Rank 0 writes manifest.json once every shard is finished.
 Memory is bounded by one shard's arrays (shard_size x k x h x w) plus the loader's prefetched batches.
+Provenance: run.json and the manifest record the sha256 of the teacher's weights (a resume with other weights is
+refused: one store never mixes two teachers) and every image's fingerprint (size + hash of its first 4 KiB), which
+the check before training compares with the dataset it is given.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from volo.atomic import atomic_write_text
 from volo.data.dataset import ImageFolderDataset
 from volo.data.transforms import WholeImageTransform
 from volo.errors import VoloError
-from volo.labeling.store import StoreMeta, ids_dtype, read_shard_record, write_manifest, write_shard
+from volo.labeling.store import (
+    StoreMeta,
+    ids_dtype,
+    image_fingerprint,
+    read_shard_record,
+    write_manifest,
+    write_shard,
+)
 from volo.labeling.teacher import Teacher
 
 RUN_FILE = "run.json"
@@ -88,12 +98,34 @@ def env_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the state_dict (names, dtypes, shapes, bytes in key order): same weights, same hash."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _check_run_file(out: Path, run: dict) -> None:
     path = out / RUN_FILE
     if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != run:
-            diff = sorted(k for k in run if previous.get(k) != run[k])
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if not isinstance(previous, dict):
+            raise VoloError(f"{path} is damaged (not a JSON object); delete {out} and label again.")
+        diff = sorted(k for k in run if previous.get(k) != run[k])
+        if diff == ["teacher_sha256"]:
+            was = str(previous.get("teacher_sha256") or "not recorded")[:12]
+            raise VoloError(
+                f"{out} was started with other teacher weights (sha256 {was}..., now {run['teacher_sha256'][:12]}"
+                "...); one store must not mix two teachers: resume with the same teacher checkpoint, or write to a "
+                "new --out."
+            )
+        if diff:
             raise VoloError(
                 f"{out} was started with other settings ({', '.join(diff)} differ); resume with the same --data, "
                 "--teacher, --topk, --shard-size and size, or write to a new --out."
@@ -108,9 +140,11 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
     dataset = ImageFolderDataset(cfg.data, transform)
     keys = [e.key for e in dataset.entries]
     cfg.out.mkdir(parents=True, exist_ok=True)
+    teacher_sha256 = weights_sha256(teacher.model)
     run = {
         "data": str(Path(cfg.data).resolve()),
         "teacher": teacher.spec,
+        "teacher_sha256": teacher_sha256,
         "topk": cfg.topk,
         "shard_size": cfg.shard_size,
         "teacher_input_size": teacher.input_size,
@@ -153,7 +187,8 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
         rows = np.array(filled, dtype=np.int64) - shard * cfg.shard_size
         order = np.argsort(rows)
         row_keys = [keys[filled[j]] for j in order]
-        write_shard(cfg.out, shard, row_keys, values[rows[order]], ids[rows[order]], [keys[i] for i in bad])
+        prints = [image_fingerprint(dataset.root / key) for key in row_keys]
+        write_shard(cfg.out, shard, row_keys, values[rows[order]], ids[rows[order]], [keys[i] for i in bad], prints)
         written += 1
         unreadable += len(bad)
 
@@ -188,6 +223,7 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
             teacher=teacher.spec,
             teacher_input_size=teacher.input_size,
             classes=dataset.classes,
+            teacher_sha256=teacher_sha256,
         )
         manifest = write_manifest(cfg.out, meta, records)
     return GenerateReport(len(keys), written, len(mine) - len(todo), unreadable, time.time() - start, manifest)
