@@ -1,4 +1,5 @@
-"""The model library: shapes, parameter counts, timm parity, MixToken, compile-friendliness, stochastic depth."""
+"""The model library: shapes, parameter counts, timm parity (skipped without timm; the rest runs), MixToken,
+compile-friendliness, stochastic depth."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import torch
 import volo
 from volo.models.volo import box_to_mask, drop_path_rates
 
-timm = pytest.importorskip("timm")
-import timm.models.volo as timm_volo  # noqa: E402
+
+@pytest.fixture
+def timm():
+    """timm for the parity tests only; the other tests here run without it."""
+    return pytest.importorskip("timm")
+
 
 PARAMS_224 = {
     "volo_d1": 26_632_040,
@@ -46,7 +51,7 @@ def test_list_and_names():
         volo.create_model("volo_d9")
 
 
-def test_state_dict_keys_match_timm_exactly():
+def test_state_dict_keys_match_timm_exactly(timm):
     ours = volo.create_model("volo_d1").state_dict()
     theirs = timm.create_model("volo_d1_224").state_dict()
     assert len(ours) == 260
@@ -57,7 +62,7 @@ def test_state_dict_keys_match_timm_exactly():
     "timm_name",
     ["volo_d1_224", "volo_d2_224", "volo_d3_224", "volo_d4_224", "volo_d5_224", "volo_d1_384"],
 )
-def test_eval_parity_with_timm(timm_name):
+def test_eval_parity_with_timm(timm, timm_name):
     torch.manual_seed(0)
     theirs = timm.create_model(timm_name).eval()
     ours = volo.create_model(timm_name).eval()
@@ -77,7 +82,9 @@ def test_eval_parity_with_timm(timm_name):
     del theirs, ours
 
 
-def test_training_outputs_match_timm_forward_train_with_same_box(monkeypatch):
+def test_training_outputs_match_timm_forward_train_with_same_box(timm, monkeypatch):
+    import timm.models.volo as timm_volo
+
     torch.manual_seed(0)
     theirs = timm.create_model("volo_d1_224", use_mix_token=True).train()
     ours = volo.create_model("volo_d1").train()
@@ -85,7 +92,7 @@ def test_training_outputs_match_timm_forward_train_with_same_box(monkeypatch):
     box = (3, 2, 9, 12)  # y1, x1, y2, x2 on the 14x14 token grid; timm's (bbx1, bby1, bbx2, bby2)
     monkeypatch.setattr(timm_volo, "rand_bbox", lambda size, lam, scale=1: box)
     x = torch.randn(3, 3, 224, 224)
-    ours_state = [m.running_mean.clone() for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         cls_feat, aux, returned_box = theirs.forward_train(x)
         out = ours(x, mix_box=torch.tensor(box))
@@ -94,10 +101,18 @@ def test_training_outputs_match_timm_forward_train_with_same_box(monkeypatch):
     assert out.token_logits.shape == (3, 196, 1000)
     torch.testing.assert_close(out.cls_logits, theirs.head(cls_feat), rtol=0, atol=1e-5)
     torch.testing.assert_close(out.token_logits, aux, rtol=0, atol=1e-5)
-    assert ours_state  # BatchNorm ran in training mode in both
+    # BatchNorm ran in training mode in both: our running statistics moved, and moved to timm's
+    bn = [(a, b) for a, b in zip(ours.modules(), theirs.modules()) if isinstance(a, torch.nn.BatchNorm2d)]
+    assert len(bn) == len(before) == 3
+    for (a, b), old in zip(bn, before):
+        assert not torch.equal(a.running_mean, old)
+        torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a.running_var, b.running_var, rtol=1e-4, atol=1e-6)
 
 
 def test_mix_box_and_mask_agree_and_unmix_token_logits():
+    """Box and mask inputs give the same outputs, mixing reaches the class logits, and the token logits come back
+    un-mixed: inside the box, image i's logits are those the mixed image B-1-i computed for that token."""
     torch.manual_seed(0)
     model = volo.create_model("volo_tiny", img_size=64, num_classes=7).train()
     x = torch.randn(4, 3, 64, 64)
@@ -108,7 +123,16 @@ def test_mix_box_and_mask_agree_and_unmix_token_logits():
         a = model(x, mix_box=box)
         b = model(x, mix_mask=mask)
         plain = model(x)
+        stem = model.forward_stem(x)
+        pasted = torch.where(mask.repeat_interleave(2, 0).repeat_interleave(2, 1)[None, :, :, None], stem.flip(0), stem)
+        _, raw = model.forward_head_tokens(model.forward_tokens(pasted))  # the mixed images' tokens, not un-mixed
     torch.testing.assert_close(a.token_logits, b.token_logits)
+    torch.testing.assert_close(a.cls_logits, b.cls_logits)
+    assert not torch.allclose(a.cls_logits, plain.cls_logits, atol=1e-4)
+    inside = mask.flatten()
+    torch.testing.assert_close(a.token_logits[:, ~inside], raw[:, ~inside], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.token_logits[:, inside], raw.flip(0)[:, inside], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(raw[:, inside], raw.flip(0)[:, inside], atol=1e-4)
     # An empty box is the same as no mixing.
     with torch.no_grad():
         empty = model(x, mix_box=torch.tensor([0, 0, 0, 0]))

@@ -176,9 +176,9 @@ def load_weights(
     class-count change).
     """
     sd = state_dict if state_dict is not None else read_state_dict(path, prefer_ema)
-    sd = adapt_state_dict(sd, model, path)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    allowed = set(HEAD_KEYS)
+    adapted = adapt_state_dict(sd, model, path)
+    missing, unexpected = model.load_state_dict(adapted, strict=False)
+    allowed = set(sd) - set(adapted)  # only the heads dropped for a new class count stay at their fresh init
     if unexpected or set(missing) - allowed:
         raise VoloError(
             f"{path} does not match the model: missing {sorted(set(missing) - allowed)[:5]}, "
