@@ -1,16 +1,19 @@
-"""SIGUSR2 / SIGTERM (Slurm's early warning, time limit or preemption): every rank stops at the same step boundary,
-one checkpoint is written, every rank exits 0 within a bounded time, and the next launch resumes, here with a
-different number of processes, continuing the data order without repeating or skipping a sample."""
+"""SIGUSR2 / SIGTERM / SIGINT (Slurm's early warning, time limit, scancel or preemption; Ctrl-C): every rank stops at
+the same step boundary within one step of the signal, one checkpoint is written, the processes exit with the stop
+code (3; 0 under torchrun) and no traceback, no "final" weights are written, and the next launch resumes, here with
+a different number of processes, continuing the data order without repeating or skipping a sample."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from faults import kill_group, make_data, run, start, torchrun_cmd, train_args, volo_cmd, wait_for, worker_pids
 
 IMAGES, EPOCHS, GLOBAL_BATCH = 32, 2, 8
@@ -82,21 +85,41 @@ def test_sigusr2_to_one_rank_stops_all_then_resume_on_one_process(tmp_path: Path
     )
 
 
-def test_sigterm_single_process_saves_exits_zero_and_resumes(tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_signal_to_the_process_group_with_loader_workers(tmp_path: Path, sig: signal.Signals):
+    """What Slurm does to a step (and a terminal's Ctrl-C to its foreground job): the signal reaches the trainer
+    AND its two DataLoader workers. Steps are logged only every 100 steps, so only a check at every step boundary
+    stops within one step; the workers must survive the signal."""
     data = make_data(tmp_path / "data")
-    out, log = tmp_path / "runs", tmp_path / "term.log"
-    run_dir = out / "term"
-    job = start(volo_cmd(train_args(data, out, "term", 8)), log)
+    out, log, rec = tmp_path / "runs", tmp_path / "group.log", tmp_path / "rec"
+    rec.mkdir()
+    name = sig.name.lower()
+    run_dir = out / name
+    # 32 images, batch 4: 8 steps per epoch, 3 epochs; every image load sleeps 0.05 s in a worker.
+    extra = ["data.workers=2", "train.log_every=100", "schedule.epochs=3"]
+    job = start(volo_cmd(train_args(data, out, name, 4, extra), record=True), log, VOLO_RECORD_DIR=str(rec),
+                VOLO_RECORD_DELAY_S="0.05")  # fmt: skip
     try:
-        wait_for(lambda: _steps_logged(run_dir) >= 1, 120, "a logged step", job)
-        stop_s = _stop(job, lambda: job.send_signal(signal.SIGTERM))
+        wait_for(lambda: "epoch 1 step 8" in log.read_text(), 150, "the end of epoch 1", job)
+        stop_s = _stop(job, lambda: os.killpg(job.pid, sig))
     finally:
         kill_group(job)
     text = log.read_text()
-    assert job.returncode == 0, text[-3000:]
-    stopped_at = _last_step(run_dir)
-    assert (run_dir / "checkpoints" / "latest").read_text().strip().endswith(f"step{stopped_at:09d}.pt")
-    resumed = run(volo_cmd(train_args(data, out, "term", 8)), timeout=200)
+    assert job.returncode == 3, text[-3000:]
+    assert "Traceback" not in text and "killed by signal" not in text, text[-3000:]
+    signalled = int(re.search(rf"got {sig.name} after step (\d+)", text).group(1))
+    stopped_at = int((run_dir / "checkpoints" / "latest").read_text().strip().split("step")[-1].split(".")[0])
+    assert 8 <= signalled <= stopped_at <= signalled + 1 < 24, f"signal after step {signalled}, stop at {stopped_at}"
+    assert "stopped by a signal after saving a checkpoint" in text
+    assert not (run_dir / "weights" / "final.safetensors").exists(), "an interrupted run wrote final weights"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["interrupted"] is True and result["final_weights"] is None
+
+    resumed = run(volo_cmd(train_args(data, out, name, 4, extra)), timeout=200)
     assert resumed.returncode == 0 and f"at step {stopped_at}" in resumed.output, resumed.output[-3000:]
-    assert json.loads((run_dir / "result.json").read_text())["metrics"]["steps"] == 8
-    print(f"\nRELIABILITY term: stopped at step {stopped_at}, exit 0 after {stop_s:.1f} s, resumed to step 8")
+    assert json.loads((run_dir / "result.json").read_text())["metrics"]["steps"] == 24
+    assert (run_dir / "weights" / "final.safetensors").is_file()
+    print(
+        f"\nRELIABILITY {name} to the process group (2 loader workers): signal after step {signalled}, checkpoint "
+        f"at step {stopped_at}, exit 3 after {stop_s:.1f} s, no final weights; resumed to step 24"
+    )

@@ -1,13 +1,17 @@
 """`volo train RECIPE [--set section.key=value ...] [--resume auto|PATH] [--data DIR] [--out DIR]`.
 
 Launch under torchrun for several processes: `torchrun --nproc-per-node 8 -m volo.cli.main train d1_224 ...`.
+Exit codes (one per outcome, see volo/training/signals.py): 0 finished, 3 stopped by a signal after a checkpoint
+(0 under torchrun), 1 failed, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from volo.errors import VoloError
 from volo.training.config import list_recipes, load_config
 
 
@@ -53,16 +57,26 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    from volo.distributed.process_group import teardown
+    from volo.distributed.process_group import is_main_process, teardown
+    from volo.training.signals import EXIT_DONE, EXIT_FAILED, stopped_exit_code
     from volo.training.trainer import train
 
     try:
-        result = train(cfg, resume=args.resume)
+        try:
+            result = train(cfg, resume=args.resume)
+        except VoloError as err:  # the run started and failed (a dead peer, a failed save, NaN steps): exit 1
+            print(f"volo train: error: {err}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        if is_main_process():  # one result, printed before the last barrier (no rank can be killed mid-print)
+            print(json.dumps(result.metrics, indent=2), flush=True)
+            if result.interrupted:
+                print(
+                    f"volo train: stopped by a signal after saving a checkpoint in {result.run_dir}/checkpoints; "
+                    f"relaunch with --resume auto to continue (exit {stopped_exit_code()})",
+                    flush=True,
+                )
+            else:
+                print(f"volo train: run folder {result.run_dir}; weights {result.final_weights}", flush=True)
     finally:
         teardown()
-    if result.run_dir and (result.run_dir / "result.json").is_file():
-        print(json.dumps(result.metrics, indent=2))
-        print(f"volo train: run folder {result.run_dir}; weights {result.final_weights}")
-    if result.interrupted:  # a stop signal: the checkpoint is written; exit 0 so the batch script requeues
-        print("volo train: stopped by a signal after saving a checkpoint; relaunch with --resume auto to continue")
-    return 0
+    return stopped_exit_code() if result.interrupted else EXIT_DONE

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from volo.data.batch import Batch
 from volo.data.dataset import Sample
+from volo.training.signals import ignore_stop_signals
 
 
 def collate_samples(samples: list[Sample]) -> Batch:
@@ -54,4 +55,6 @@ def build_loader(
         drop_last=cfg.drop_last,
         persistent_workers=workers > 0,
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        # Slurm signals every process of a step: workers ignore SIGTERM/SIGINT/SIGUSR2, the trainer stops them
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )

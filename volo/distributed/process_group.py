@@ -101,6 +101,11 @@ def teardown() -> None:
             dist.destroy_process_group()
 
 
+def is_main_process() -> bool:
+    """Rank 0 of the group, or a single process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

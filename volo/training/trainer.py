@@ -24,7 +24,7 @@ import torch
 import torch.distributed as tdist
 
 from volo.data.prefetch import DevicePrefetcher
-from volo.distributed.process_group import DistInfo, all_reduce_max, all_reduce_mean, barrier, init_distributed
+from volo.distributed.process_group import DistInfo, all_reduce_mean, barrier, init_distributed
 from volo.models.registry import create_model
 from volo.models.weights import save_weights
 from volo.training.checkpoint import (
@@ -44,7 +44,7 @@ from volo.training.metrics import MetricsLog, read_jsonl
 from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_lr
 from volo.training.rng import capture_rng, restore_rng, seed_everything
 from volo.training.schedule import build_schedule, total_epochs
-from volo.training.signals import StopFlag
+from volo.training.signals import StopFlag, StopVote
 from volo.training.speed import speed_settings
 from volo.training.step import StepContext, train_step
 from volo.training.step_log import StepLogger
@@ -55,7 +55,8 @@ class RunResult:
     """What a finished (or interrupted) run produced."""
 
     run_dir: Path
-    final_weights: Path
+    final_weights: Path | None
+    """weights/final.safetensors; None when a stop signal interrupted the run (only a finished run writes it)."""
     best_weights: Path | None
     ema_weights: Path | None
     metrics: dict
@@ -194,6 +195,7 @@ class _Run:
         if found is not None:
             self.load(found[1], found[0])
         self.wrap()
+        self.vote = StopVote(self.stop, self.dist.distributed, self.dist.backend)
         if self.main:
             save_config(self.cfg, self.run_dir / "config.yaml")
             (self.run_dir / "metrics").mkdir(parents=True, exist_ok=True)
@@ -259,9 +261,10 @@ class _Run:
                     t0 = self.step_log.write(sums, since, stats.grad_norm, lr, t0, bar)
                     sums.zero_()
                     since = 0
-                    stopped = bool(all_reduce_max(torch.tensor([float(self.stop.flag)], device=dev)).item())
                     if self.bad_steps.tripped():
                         raise self.bad_steps.error(prog.step, self.save(epoch_end=False))
+                self.stop.step = prog.step
+                stopped = self.vote.poll()  # every step: all ranks stop at the same boundary, within one step
                 if prog.step >= max_steps or stopped:
                     break
                 every = cfg.checkpoint.every_steps
@@ -280,8 +283,8 @@ class _Run:
                 self.end_epoch(epoch_loss, epoch_steps, lr, last)
             else:
                 self.save(epoch_end=False)
-            if stopped:
-                return True
+            if stopped:  # interrupted unless that was the last step anyway
+                return prog.step < max_steps and prog.epoch < last_epoch
         return False
 
     # -- epoch end: eval, log, checkpoint -------------------------------------------------------------------
@@ -353,9 +356,9 @@ class _Run:
     # -- the end --------------------------------------------------------------------------------------------
     def finish(self, interrupted: bool) -> RunResult:
         prog = self.progress
-        final = self.run_dir / "weights" / "final.safetensors"
+        final = None if interrupted else self.run_dir / "weights" / "final.safetensors"
         ema_path = None
-        if self.main:
+        if self.main and not interrupted:  # "final" only for a run that finished
             final = self.export("final", self.model, {"epoch": prog.epoch})
             if self.ema is not None:
                 ema_path = self.export("final_ema", self.ema.module, {"epoch": prog.epoch})
