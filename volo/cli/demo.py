@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from volo.cli.paths import require_output_dir
 from volo.errors import VoloError
 
 SIZES = {  # name: classes, train images per class, val images per class, teacher/student epochs, fine-tune epochs
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from volo.training.inference import evaluate_checkpoint
 
     size = SIZES[args.size]
-    out: Path = args.out
+    out: Path = require_output_dir(args.out, "--out")
     data = args.data or out / "data"
     results: list[StageResult] = []
     progress = args.size != "small"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from volo.cli.paths import require_output_dir
 from volo.errors import VoloError
 
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise VoloError(f"volo label needs {', '.join(missing)} (or --verify STORE to check a store).")
+    require_output_dir(args.out, "--out")
     from volo.labeling.generate import GenerateConfig, env_rank, generate_labels, report_dict
     from volo.labeling.teacher import load_teacher
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from volo.cli.paths import require_output_dir
 from volo.errors import VoloError
 from volo.training.config import list_recipes, load_config
 
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.name:
         overrides.append(f"checkpoint.run_name={args.name}")
     cfg = load_config(args.recipe, overrides)
+    out = require_output_dir(cfg.checkpoint.output_dir, "--out (checkpoint.output_dir)")
+    require_output_dir(out / (cfg.checkpoint.run_name or cfg.recipe), "--name (checkpoint.run_name): the run folder")
     if args.print_config:
         import yaml
 

@@ -67,6 +67,17 @@ def spread_indices(n: int, limit: int | None) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
 
 
+def class_difference(a_name: str, a: list[str], b_name: str, b: list[str], limit: int = 5) -> str:
+    """What differs between two class lists, e.g. "only in val: ['x']; only in train: ['y', 'z']"."""
+    parts = []
+    for name, mine, other in ((a_name, a, b), (b_name, b, a)):
+        only = sorted(set(mine) - set(other))
+        if only:
+            more = f" and {len(only) - limit} more" if len(only) > limit else ""
+            parts.append(f"only in {name}: {only[:limit]}{more}")
+    return "; ".join(parts) or f"same names in another order ({a_name} {a[:limit]}, {b_name} {b[:limit]})"
+
+
 def scan_image_folder(root: Path) -> tuple[list[str], list[ImageEntry], ScanReport]:
     """Sorted classes, entries and what was skipped. Raises VoloError when there is no image at all."""
     if not root.is_dir():

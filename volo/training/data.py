@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Subset
 
 from volo.data.backends import BatchLoader, LoaderOptions
 from volo.data.backends import build_loader as build_fast_loader
-from volo.data.dataset import ImageFolderDataset, spread_indices
+from volo.data.dataset import ImageFolderDataset, class_difference, spread_indices
 from volo.data.loader import LoaderConfig, build_loader
 from volo.data.sampler import ResumableDistributedSampler, ShardSampler
 from volo.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig
@@ -159,8 +159,9 @@ def build_train_data(cfg: RunConfig, dist: DistInfo, global_batch: int) -> Train
         )
         if val_classes != classes:
             raise VoloError(
-                f"The validation folder {val_dir} has classes {val_classes[:3]}... but training has "
-                f"{classes[:3]}...; both splits need the same class folders."
+                f"The validation folder {val_dir} and the training folder have different classes "
+                f"({class_difference('val', val_classes, 'train', classes)}); both splits need the same class "
+                "folders (an empty folder is not a class)."
             )
     return TrainData(train_loader, sampler, eval_loader, classes, steps, length, d.loader)
 
