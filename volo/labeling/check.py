@@ -41,11 +41,18 @@ def check_labels(dataset: ImageFolderDataset, store: LabelSource, probe: int = 1
         )
     if isinstance(store, ShardedLabelStore):
         classes = getattr(store.meta, "classes", None)
-        if store.num_classes != dataset.num_classes or (classes and list(classes) != dataset.classes):
+        if store.num_classes != dataset.num_classes:
             raise VoloError(
                 f"The label store {store.root} was made for {store.num_classes} classes but {dataset.root} has "
                 f"{dataset.num_classes} class folders; label ids would point at the wrong classes. "
                 "Use the store made for this dataset (same class folders)."
+            )
+        if classes and list(classes) != dataset.classes:  # same count, other names or order
+            i = next(i for i, (a, b) in enumerate(zip(classes, dataset.classes)) if a != b)
+            raise VoloError(
+                f"The label store {store.root} does not match the class folders of {dataset.root}: class {i} is "
+                f"{classes[i]!r} in the label store but {dataset.classes[i]!r} in the dataset; label ids would point "
+                "at the wrong classes. Use the store made for this dataset (same class folders)."
             )
         problems = store.verify(checksums=False)
         if problems:
