@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from volo.models.outlook_attention import outlook_attention_reference, select_backend
+from volo.models.outlook_attention import (
+    outlook_attention_reference,
+    pool_windows,
+    pool_windows_reference,
+    select_backend,
+)
 
 CUDA = torch.cuda.is_available()
 # max |ours - ref| / max |ref| allowed per input dtype (reference computed in fp64 from the same rounded inputs)
@@ -71,6 +76,37 @@ def test_reference_gradcheck_fp64_odd_sizes():
     v = torch.randn(2, 5, 7, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     logits = torch.randn(2, 3, 4, 2 * 81, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: outlook_attention_reference(a, b, 2, 3, 1, 2, 0.7), (v, logits))
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 6), (1, 4, 6, 3), (2, 5, 7, 4), (1, 1, 3, 2), (1, 6, 5, 2)], ids=str)
+def test_pool_windows_matches_avg_pool_forward_and_backward(shape):
+    """The reshape-mean (even H, W) and the avg_pool2d(ceil_mode) fallback (odd) give the reference's numbers."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    grad = torch.randn(1, generator=gen)  # a scale only; the output grad is drawn below once its shape is known
+    for stride in (2, 3):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ours, ref = pool_windows(a, stride), pool_windows_reference(b, stride)
+        assert ours.shape == ref.shape == (shape[0], -(-shape[1] // stride), -(-shape[2] // stride), shape[3])
+        assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
+        g = grad * torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+        (ga,), (gb,) = torch.autograd.grad(ours, a, g), torch.autograd.grad(ref, b, g)
+        assert torch.allclose(ga, gb, atol=1e-12, rtol=0)
+
+
+def test_outlooker_pools_with_the_reshape_mean(monkeypatch):
+    """The model's outlooker takes the reshape-mean path at even sizes: avg_pool2d is never called."""
+    import torch.nn.functional as F
+
+    import volo
+
+    model = volo.create_model("volo_tiny", img_size=64).eval()
+    calls = []
+    real = F.avg_pool2d
+    monkeypatch.setattr(F, "avg_pool2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert calls == []
 
 
 def test_dispatch_uses_reference_on_cpu():

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from volo.models.outlook_attention import available_backends, outlook_attention
+from volo.models.outlook_attention import available_backends, outlook_attention, pool_windows
 
 
 class DropPath(nn.Module):
@@ -88,8 +88,7 @@ class OutlookAttention(nn.Module):
 
     def forward(self, x_bhwc: torch.Tensor) -> torch.Tensor:
         v = self.v(x_bhwc)
-        pooled = F.avg_pool2d(x_bhwc.permute(0, 3, 1, 2), self.stride, self.stride, ceil_mode=True)
-        logits = self.attn(pooled.permute(0, 2, 3, 1))  # B, h, w, nh*K^4
+        logits = self.attn(pool_windows(x_bhwc, self.stride))  # B, h, w, nh*K^4
         out = outlook_attention(v, logits, self.num_heads, self.kernel_size, self.padding, self.stride, self.scale)
         return self.proj_drop(self.proj(out))
 

@@ -10,6 +10,9 @@ For every output window centre (i, j) on the h x w grid and head n, the K*K valu
 (i*s, j*s) (zero padding `pad`) are mixed by a softmax(scale * logits) matrix of K*K x K*K, and the K*K results
 are summed back into their pixel positions (overlapping windows add up, as `F.fold` does).
 
+The logits come from the input mean-pooled over s x s cells (`pool_windows`: a reshape-mean where H and W are
+multiples of s, whose backward is a cheap broadcast; `avg_pool2d(ceil_mode=True)`, the reference, elsewhere).
+
 `outlook_attention(...)` picks an implementation: the reference below everywhere, a fused kernel on CUDA when
 one is registered with `register_backend` (see `volo.models.outlook_triton`). `set_backend` forces one.
 """
@@ -49,6 +52,20 @@ def outlook_attention_reference(
     out = (attn @ v).permute(0, 1, 4, 3, 2).reshape(B, C * K2, h * w)
     out = F.fold(out, output_size=(H, W), kernel_size=kernel_size, padding=padding, stride=stride)
     return out.permute(0, 2, 3, 1)
+
+
+def pool_windows_reference(x_bhwc: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, ceil(H/s), ceil(W/s), C): mean of each s x s cell (partial cells at the border average
+    what they hold), as the original VOLO code computes it."""
+    return F.avg_pool2d(x_bhwc.permute(0, 3, 1, 2), stride, stride, ceil_mode=True).permute(0, 2, 3, 1)
+
+
+def pool_windows(x_bhwc: torch.Tensor, stride: int) -> torch.Tensor:
+    """`pool_windows_reference`'s numbers; a reshape-mean when H and W are multiples of s (every cell full)."""
+    B, H, W, C = x_bhwc.shape
+    if H % stride or W % stride:
+        return pool_windows_reference(x_bhwc, stride)
+    return x_bhwc.reshape(B, H // stride, stride, W // stride, stride, C).mean(dim=(2, 4))
 
 
 _BACKENDS: dict[str, tuple[OutlookFn, Callable[[torch.Tensor], bool]]] = {
