@@ -24,7 +24,8 @@ from test_loader_backends import (  # noqa: E402
     reference_batch,
 )
 
-from volo.data.backends import build_loader, scan_for  # noqa: E402
+from volo.data.backends import build_loader  # noqa: E402
+from volo.data.loader_spec import scan_for  # noqa: E402
 
 pytestmark = [pytest.mark.dali, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -16,17 +16,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from volo.data import affine
-from volo.data.backends import (
-    BACKENDS,
-    LoaderOptions,
-    build_loader,
-    crop_affine,
-    flip_affine,
-    pixel_to_normalised,
-    scan_for,
-    to_label_transform,
-)
+from volo.data.affine import crop_affine, flip_affine, pixel_to_normalised, to_label_transform
+from volo.data.backends import BACKENDS, LoaderOptions, build_loader
 from volo.data.batch import Batch
+from volo.data.loader_spec import scan_for
 from volo.errors import VoloError
 from volo.labeling.source import TokenLabel
 

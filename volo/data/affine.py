@@ -11,6 +11,7 @@ the original image that output pixel p shows is T @ p.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def identity() -> np.ndarray:
@@ -64,3 +65,49 @@ def from_pixel_affine(coeffs: tuple[float, ...], size: tuple[int, int]) -> np.nd
 def as_label_transform(matrix: np.ndarray) -> np.ndarray:
     """The (2, 3) float32 top of a (3, 3) matrix, the form `Batch.label_transform` carries."""
     return np.ascontiguousarray(matrix[:2], dtype=np.float32)
+
+
+# ---- the same steps for a whole batch (DALI, nvJPEG): (B, 3, 3) float64 torch tensors ----
+
+
+def crop_affine(crops_yxhw: torch.Tensor, image_hw: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) map from normalised crop coords to normalised whole-image coords.
+
+    crops_yxhw: (B, 4) pixel box (top, left, height, width); image_hw: (B, 2) original (height, width).
+    A crop pixel at normalised x shows image pixel x0 + (x + 1) / 2 * w, i.e. normalised (w/W) x + (2 x0 + w)/W - 1.
+    """
+    crops = crops_yxhw.to(torch.float64)
+    hw = image_hw.to(torch.float64)
+    y0, x0, h, w = crops.unbind(1)
+    H, W = hw.unbind(1)
+    out = torch.zeros(crops.shape[0], 3, 3, dtype=torch.float64)
+    out[:, 0, 0] = w / W
+    out[:, 0, 2] = (2 * x0 + w) / W - 1
+    out[:, 1, 1] = h / H
+    out[:, 1, 2] = (2 * y0 + h) / H - 1
+    out[:, 2, 2] = 1
+    return out
+
+
+def flip_affine(flipped: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) horizontal mirror x -> -x where flipped[i] is true, identity elsewhere."""
+    out = torch.eye(3, dtype=torch.float64).repeat(flipped.shape[0], 1, 1)
+    out[:, 0, 0] = 1 - 2 * flipped.to(torch.float64).flatten()
+    return out
+
+
+def pixel_to_normalised(dst_to_src_px: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 2|3, 3) dst->src map in pixel coords (corner of the first pixel = 0) of an S x S image -> normalised."""
+    m = torch.eye(3, dtype=torch.float64).repeat(dst_to_src_px.shape[0], 1, 1)
+    m[:, :2] = dst_to_src_px[:, :2].to(torch.float64)
+    half = size / 2
+    to_px = torch.tensor([[half, 0, half], [0, half, half], [0, 0, 1]], dtype=torch.float64)
+    return torch.linalg.inv(to_px) @ m @ to_px
+
+
+def to_label_transform(*affines_out_to_orig: torch.Tensor) -> torch.Tensor:
+    """Chain (B, 3, 3) maps, outermost (closest to the original image) first -> (B, 2, 3) float32 label_transform."""
+    total = affines_out_to_orig[0]
+    for a in affines_out_to_orig[1:]:
+        total = total @ a
+    return total[:, :2].to(torch.float32).contiguous()

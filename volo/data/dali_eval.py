@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from volo.data.backends import LoaderOptions, scan_for
 from volo.data.batch import Batch, identity_transforms
 from volo.data.dali_loader import parse_device, require_dali
+from volo.data.loader_spec import LoaderOptions, scan_for
 from volo.errors import VoloError
 
 INTERPOLATIONS = {"bicubic": "INTERP_CUBIC", "bilinear": "INTERP_LINEAR"}

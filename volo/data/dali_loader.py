@@ -27,19 +27,10 @@ from collections.abc import Iterator
 
 import torch
 
-from volo.data.backends import (
-    LoaderOptions,
-    attach_token_labels,
-    crop_affine,
-    flip_affine,
-    pixel_to_normalised,
-    rank_seed,
-    scan_for,
-    shard_length,
-    to_label_transform,
-)
+from volo.data.affine import crop_affine, flip_affine, pixel_to_normalised, to_label_transform
 from volo.data.batch import Batch
 from volo.data.erasing import BatchErasing, erasing_seed
+from volo.data.loader_spec import LoaderOptions, attach_token_labels, rank_seed, scan_for, shard_length
 from volo.data.randaugment import RandAugmentConfig
 from volo.errors import VoloError
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from volo.data.decode import is_image_file, load_rgb
 from volo.data.transforms import Transformed
 from volo.errors import VoloError
-from volo.labeling.source import LabelSource
+from volo.labeling.token_label import LabelSource
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 

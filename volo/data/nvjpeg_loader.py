@@ -30,18 +30,10 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
 from volo.data import affine
-from volo.data.backends import (
-    LoaderOptions,
-    SamplerPosition,
-    attach_token_labels,
-    crop_affine,
-    flip_affine,
-    rank_seed,
-    scan_for,
-    to_label_transform,
-)
+from volo.data.affine import crop_affine, flip_affine, to_label_transform
 from volo.data.batch import Batch
 from volo.data.erasing import BatchErasing, erasing_seed
+from volo.data.loader_spec import LoaderOptions, SamplerPosition, attach_token_labels, rank_seed, scan_for
 from volo.data.randaugment import INCREASING_OPS, LEVEL_DENOM, SPATIAL_OPS, RandAugmentConfig, fill_colour
 from volo.data.sampler import ResumableDistributedSampler
 from volo.errors import VoloError

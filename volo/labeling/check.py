@@ -9,8 +9,8 @@ import numpy as np
 
 from volo.data.dataset import ImageFolderDataset
 from volo.errors import VoloError
-from volo.labeling.source import LabelSource
 from volo.labeling.store import ShardedLabelStore, image_fingerprint
+from volo.labeling.token_label import LabelSource
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from volo.errors import VoloError
-from volo.labeling.source import TokenLabel
+from volo.labeling.token_label import TokenLabel
 
 
 def public_key(image_key: str) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 
 from volo.atomic import atomic_write, atomic_write_text
 from volo.errors import VoloError
-from volo.labeling.source import TokenLabel
+from volo.labeling.token_label import TokenLabel
 
 MANIFEST = "manifest.json"
 FORMAT = "volo-token-labels"

@@ -14,7 +14,8 @@ The logits come from the input mean-pooled over s x s cells (`pool_windows`: a r
 multiples of s, whose backward is a cheap broadcast; `avg_pool2d(ceil_mode=True)`, the reference, elsewhere).
 
 `outlook_attention(...)` picks an implementation: the reference below everywhere, a fused kernel on CUDA when
-one is registered with `register_backend` (see `volo.models.outlook_triton`). `set_backend` forces one.
+one is registered with `register_backend` (this module registers `volo.models.outlook_triton`, which imports
+nothing from here). `set_backend` forces one.
 """
 
 from __future__ import annotations
@@ -101,8 +102,10 @@ def _load_optional_backends() -> None:
     if _optional_loaded:
         return
     _optional_loaded = True
-    with contextlib.suppress(ImportError):  # registers itself when Triton and CUDA are usable
-        import volo.models.outlook_triton  # noqa: F401
+    with contextlib.suppress(ImportError):  # the fused kernels, where Triton is installed (chosen for CUDA inputs)
+        from volo.models.outlook_triton import outlook_attention_triton, supports
+
+        register_backend("triton", outlook_attention_triton, supports)
 
 
 def select_backend(v_bhwc: torch.Tensor) -> str:

@@ -17,9 +17,9 @@ Backward, two kernels:
 Pixels are launched per stride-parity class (y % s, x % s), so the windows that cover a pixel are known at compile
 time and no work is spent on the (K*K - ceil(K/s)^2) impossible ones. Everything accumulates in fp32; fp32, bf16
 and fp16 inputs; any H, W, head count and head_dim. The ops are `torch.library.triton_op`s, so `torch.compile`
-traces through them without graph breaks. Importing this module makes no CUDA call; it registers the backend
-`triton`, chosen automatically for CUDA tensors. With `TRITON_INTERPRET=1` (set before importing triton) the same
-kernels run on CPU tensors, which is how the CPU test-suite checks their logic.
+traces through them without graph breaks. Importing this module makes no CUDA call; `volo.models.outlook_attention`
+registers it as the backend `triton`, chosen automatically for CUDA tensors. With `TRITON_INTERPRET=1` (set before
+importing triton) the same kernels run on CPU tensors, which is how the CPU test-suite checks their logic.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import math
 import torch
 import triton
 
-from volo.models.outlook_attention import register_backend
 from volo.models.outlook_triton_kernels import (
     outlook_bwd_logits_kernel,
     outlook_bwd_v_kernel,
@@ -224,6 +223,3 @@ def outlook_attention_triton(
 def supports(v_bhwc: torch.Tensor) -> bool:
     """The fused kernels run on CUDA tensors of a supported float dtype."""
     return v_bhwc.is_cuda and v_bhwc.dtype in SUPPORTED_DTYPES
-
-
-register_backend("triton", outlook_attention_triton, supports)

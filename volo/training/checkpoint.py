@@ -13,7 +13,6 @@ or the new file, never half of one. Everything is read back with `torch.load(wei
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -24,12 +23,11 @@ import torch
 
 from volo.atomic import atomic_write, atomic_write_text, fsync_dir
 from volo.errors import VoloError
+from volo.training.checkpoint_names import EPOCH_RE, checkpoint_name, step_of
 
 FORMAT = "volo-train-checkpoint"
 VERSION = 1
 REQUIRED = ("format", "version", "model", "optimizer", "progress", "config", "world_size")
-_STEP_RE = re.compile(r"step(\d+)")
-_EPOCH_RE = re.compile(r"^epoch(\d+)_")
 
 
 @dataclass
@@ -137,17 +135,6 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
 
 
 # -- the checkpoint folder ----------------------------------------------------------------------------------
-def checkpoint_name(progress: Progress, epoch_end: bool) -> str:
-    if epoch_end:
-        return f"epoch{progress.epoch:04d}_step{progress.step:09d}.pt"
-    return f"step{progress.step:09d}.pt"
-
-
-def step_of(path: Path) -> int:
-    m = _STEP_RE.search(path.name)
-    return int(m.group(1)) if m else -1
-
-
 class CheckpointManager:
     """Writes, prunes and finds the checkpoints of one run folder."""
 
@@ -191,7 +178,7 @@ class CheckpointManager:
         return removed
 
     def _is_milestone(self, path: Path) -> bool:
-        m = _EPOCH_RE.match(path.name)
+        m = EPOCH_RE.match(path.name)
         return bool(m) and int(m.group(1)) in self.milestones
 
     def latest_valid(self) -> tuple[Path, TrainingCheckpoint] | None:

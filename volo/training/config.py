@@ -116,7 +116,6 @@ class ScheduleConfig:
     """Epochs at min_lr after the cosine."""
 
 
-COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES: tuple[str, ...] = ("reduce-overhead", "max-autotune")
 """The torch.compile modes that capture CUDA graphs (each step must then be marked, see `volo.training.step`)."""
 

@@ -1,12 +1,20 @@
-"""Range checks of a `RunConfig`: every value a recipe or `--set` can give, with the rule it broke in the error."""
+"""Range checks of a `RunConfig`: every value a recipe or `--set` can give, with the rule it broke in the error.
+
+`RunConfig.validate` imports this module when it runs; nothing here imports `volo.training.config` back.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from volo.data.backends import BACKENDS
+from volo.data.loader_spec import BACKENDS
 from volo.errors import VoloError
-from volo.training.config import COMPILE_MODES, RunConfig
+
+if TYPE_CHECKING:
+    from volo.training.config import RunConfig
+
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _check(ok: bool, key: str, rule: str, value) -> None:

@@ -32,6 +32,7 @@ import torch.distributed as tdist
 
 from volo.distributed.process_group import DistInfo, all_reduce_max, broadcast_object
 from volo.errors import VoloError
+from volo.training.checkpoint_names import checkpoint_name
 
 HEARTBEAT_INTERVAL_S = 1.0
 """Seconds between two heartbeats of a rank."""
@@ -207,8 +208,6 @@ def save_checkpoint_together(manager, ckpt, epoch_end: bool, is_best: bool = Fal
     `manager` is a `volo.training.checkpoint.CheckpointManager`; a write is atomic, so a failure (no space,
     permission denied, read-only file system) leaves the previous checkpoint and the `latest` pointer untouched.
     """
-    from volo.training.checkpoint import checkpoint_name
-
     failure, path = None, None
     if ckpt is not None:
         previous = next(iter(manager.candidates()), None) if manager.dir.is_dir() else None
