@@ -1,7 +1,11 @@
-"""Exact resume: the resumable sampler, and a run killed (SIGKILL) mid-epoch then resumed repeats the losses exactly."""
+"""Exact resume: the resumable sampler, and a run killed (SIGKILL) mid-epoch then resumed repeats the losses exactly.
+
+The run is at 64 px (a 4x4 token grid): MixToken boxes are non-empty, so a MixToken generator that is not restored
+changes the resumed losses (at 32 px, a 2x2 grid, every box is empty)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,7 +75,7 @@ SCRIPT = textwrap.dedent(
         "train.batch_size=4", "schedule.epochs=2", "schedule.warmup_epochs=1", "train.log_every=1",
         "train.deterministic=true", "train.progress=false", "checkpoint.every_steps=2",
         "data.rand_augment=rand-m9-mstd0.5-inc1",
-        "data.reprob=0.25", "model.drop_path_rate=0.1", "model.img_size=32", "token_labels.size=null", "train.ema=true",
+        "data.reprob=0.25", "model.drop_path_rate=0.1", "model.img_size=64", "token_labels.size=null", "train.ema=true",
     ])
     train(cfg, resume="auto")
     """
@@ -110,7 +114,12 @@ def _kill_and_resume(tmp_path, ref, victim):
     assert victim.wait(timeout=120) == -signal.SIGKILL
     killed_at = max(json.loads(x)["step"] for x in steps.read_text().splitlines())
     assert killed_at == 7  # after the step-6 checkpoint, before the end of epoch 2
-    assert _run([tmp_path / "data", tmp_path / "runs", "victim"]).wait(timeout=120) == 0
+    resumed = _run([tmp_path / "data", tmp_path / "runs", "victim"], stdout=subprocess.PIPE, text=True)
+    out, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0
+    assert re.search(r"resumed from \S+step0+6\.pt at step 6, epoch 1", out), out  # really loaded, no restart
+    logged = [json.loads(x)["step"] for x in steps.read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6, 7, 7, 8]  # the resumed process ran steps 7 and 8 only
     assert ref.wait(timeout=120) == 0
     expected = _losses(tmp_path / "runs" / "ref")
     assert sorted(expected) == list(range(1, 9))
