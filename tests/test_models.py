@@ -176,7 +176,7 @@ def test_other_resolutions_and_feature_maps():
         assert model(torch.randn(1, 3, 128, 160)).shape == (1, 3)  # pos_embed resized on the fly
         feats = model.forward_feature_maps(torch.randn(2, 3, 96, 128))
     assert [tuple(f.shape) for f in feats] == [(2, 32, 12, 16), (2, 64, 6, 8)]
-    assert [f["reduction"] for f in model.feature_info] == [8, 16]
+    assert [f["reduction"] for f in model.feature_info] == [8, 16, 16, 16]
 
 
 def test_clear_errors_for_bad_sizes_and_channels():

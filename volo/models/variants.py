@@ -127,6 +127,14 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def eval_config_of(arch: VoloArch) -> EvalConfig:
+    """The eval settings of a network: its variant's table at its resolution, else `default_eval_config`. The one
+    source of crop_pct/interpolation/mean/std for `volo eval`, in-run evaluation, `volo predict` and
+    `model.pretrained_cfg` (see `volo.models.pretrained`)."""
+    name = identify_variant(arch, match_heads=False)
+    return VARIANTS[name].eval_cfg(arch.img_size) if name else default_eval_config(arch.img_size)
+
+
 def identify_variant(arch: VoloArch, match_heads: bool = True) -> str | None:
     """The name of the variant `arch` is (resolution and class count aside), or None. `match_heads=False` matches
     tensor shapes only: the transformer head counts leave no trace in them."""

@@ -22,6 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from volo.errors import VoloError
 from volo.models.blocks import ClassBlock, Downsample, Outlooker, PatchEmbed, Transformer
+from volo.models.features import FEATURE_LEVELS, feature_take_indices
+from volo.models.pretrained import pretrained_cfg
 from volo.models.variants import VoloArch
 
 
@@ -112,9 +114,12 @@ class Volo(nn.Module):
             [ClassBlock(dims[-1], heads[-1], arch.mlp_ratio, arch.drop_rate) for _ in range(arch.num_post_layers)]
         )
         self.norm = nn.LayerNorm(dims[-1])
-        self.head = nn.Linear(dims[-1], arch.num_classes)
-        self.aux_head = nn.Linear(dims[-1], arch.num_classes)
+        self.head: nn.Module = nn.Linear(dims[-1], arch.num_classes) if arch.num_classes else nn.Identity()
+        self.aux_head: nn.Module | None = nn.Linear(dims[-1], arch.num_classes) if arch.num_classes else None
         self.grad_checkpointing = False
+        self.pretrained_cfg = pretrained_cfg(arch)
+        """timm's pretrained_cfg: eval settings (input_size, crop_pct, interpolation, mean, std), num_classes and
+        the released checkpoint (file, url, hf_hub_id) of this variant at this size; see `volo.models.pretrained`."""
         self.reset_parameters()
 
     # -- initialisation -------------------------------------------------------------------------------------
@@ -123,15 +128,45 @@ class Volo(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_weights)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """New, freshly initialised `head` and `aux_head` for `num_classes` classes."""
+    # -- timm's model API ----------------------------------------------------------------------------------
+    @property
+    def default_cfg(self) -> dict:
+        """timm's older name of `pretrained_cfg`."""
+        return self.pretrained_cfg
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the heads (0: no heads, `forward` returns the pooled class-token features)."""
+        return self.arch.num_classes
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the final features (`forward_features(x)[:, 0]`, `forward_head(..., pre_logits=True)`)."""
+        return self.arch.embed_dims[-1]
+
+    head_hidden_size = num_features
+
+    def get_classifier(self) -> nn.Module:
+        """The class-token head (timm's API; the token head is `aux_head`)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New, freshly initialised `head` and `aux_head` for `num_classes` classes (0: no heads, as in timm)."""
+        if global_pool not in (None, "token"):
+            raise VoloError(f"VOLO pools with its class token only; got global_pool={global_pool!r}, use 'token'.")
         dim = self.arch.embed_dims[-1]
-        device = self.head.weight.device
-        self.head = nn.Linear(dim, num_classes, device=device)
-        self.aux_head = nn.Linear(dim, num_classes, device=device)
-        _init_weights(self.head)
-        _init_weights(self.aux_head)
+        device = self.patch_embed.proj.weight.device
+        self.head = nn.Linear(dim, num_classes, device=device) if num_classes else nn.Identity()
+        self.aux_head = nn.Linear(dim, num_classes, device=device) if num_classes else None
+        if num_classes:
+            _init_weights(self.head)
+            _init_weights(self.aux_head)
         self.arch = self.arch.with_overrides(num_classes=num_classes)
+        self.pretrained_cfg = {**self.pretrained_cfg, "num_classes": num_classes}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's optimiser factory keeps out of weight decay."""
+        return {"pos_embed", "cls_token"}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each outlooker/transformer/class block's activations in the backward instead of keeping them
@@ -148,10 +183,15 @@ class Volo(nn.Module):
 
     @property
     def feature_info(self) -> list[dict]:
-        """Channels and strides of `forward_feature_maps` outputs."""
+        """The four feature levels of `forward_intermediates` / `features_only=True` (timm's list): the outlooker
+        stage at stride 8, then the three transformer stages at stride 16. VOLO has no stride 4 or 32."""
+        dims = self.arch.embed_dims
         return [
-            {"name": "outlooker", "num_chs": self.arch.embed_dims[0], "reduction": 8},
-            {"name": "transformer", "num_chs": self.arch.embed_dims[-1], "reduction": 16},
+            {"num_chs": dims[0], "reduction": 8, "module": "network.0", "name": "outlooker"},
+            *(
+                {"num_chs": dims[i], "reduction": 16, "module": f"network.{i + 1}", "name": "transformer"}
+                for i in (1, 2, 3)
+            ),
         ]
 
     # -- forward --------------------------------------------------------------------------------------------
@@ -185,13 +225,28 @@ class Volo(nn.Module):
             x = self._run_blocks(stage, x)
         return x
 
-    def forward_head_tokens(self, tokens_bhwc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class attention and the two heads: (class logits (B, K), token logits (B, N, K))."""
+    def forward_cls(self, tokens_bhwc: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token, class attention, final norm: (B, 1 + N, C)."""
         B, _, _, C = tokens_bhwc.shape
         x = torch.cat([self.cls_token.expand(B, -1, -1), tokens_bhwc.reshape(B, -1, C)], dim=1)
         x = self._run_blocks(self.post_network, x)
-        x = self.norm(x)
+        return self.norm(x)
+
+    def forward_head_tokens(self, tokens_bhwc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class attention and the two heads: (class logits (B, K), token logits (B, N, K))."""
+        x = self.forward_cls(tokens_bhwc)
         return self.head(x[:, 0]), self.aux_head(x[:, 1:])
+
+    def forward_features(self, x_bchw: torch.Tensor) -> torch.Tensor:
+        """timm's `forward_features`: the normed class token and tokens, (B, 1 + N, C), N = (H/16) * (W/16)."""
+        return self.forward_cls(self.forward_tokens(self.forward_stem(x_bchw)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's `forward_head` on `forward_features` output: the eval logits `head(cls) + 0.5 * max_tokens(
+        aux_head(tokens))`, or with `pre_logits` the class token's features (B, C)."""
+        if pre_logits or self.aux_head is None:
+            return self.head(x[:, 0]) if not pre_logits else x[:, 0]
+        return self.head(x[:, 0]) + 0.5 * self.aux_head(x[:, 1:]).amax(dim=1)
 
     def forward_train(
         self, x_bchw: torch.Tensor, mix_box: torch.Tensor | None = None, mix_mask: torch.Tensor | None = None
@@ -210,6 +265,8 @@ class Volo(nn.Module):
 
     def forward_eval(self, x_bchw: torch.Tensor) -> torch.Tensor:
         """The prediction: `head(cls) + 0.5 * max over tokens of aux_head(tokens)`."""
+        if self.aux_head is None:  # num_classes=0: the pooled features, as timm
+            return self.forward_head(self.forward_features(x_bchw))
         cls_logits, token_logits = self.forward_head_tokens(self.forward_tokens(self.forward_stem(x_bchw)))
         return cls_logits + 0.5 * token_logits.amax(dim=1)
 
@@ -222,9 +279,60 @@ class Volo(nn.Module):
 
     def forward_feature_maps(self, x_bchw: torch.Tensor) -> list[torch.Tensor]:
         """Multi-scale NCHW features for dense heads: [stride 8 (B, C0, H/8, W/8), stride 16 (B, C, H/16, W/16)]."""
-        x8 = self._run_blocks(self.network[0], self.forward_stem(x_bchw))
-        x = self._forward_transformers(x8)
-        return [x8.permute(0, 3, 1, 2).contiguous(), x.permute(0, 3, 1, 2).contiguous()]
+        maps = self.forward_intermediates(x_bchw, indices=[0, 3], intermediates_only=True)
+        return [m.contiguous() for m in maps]
+
+    def forward_intermediates(
+        self,
+        x_bchw: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API over the four levels of `feature_info`: 0 = outlookers (stride 8, C0 channels),
+        1..3 = the transformer stages (stride 16, C). `indices`: None all, n the last n, a list those (negative
+        from the end). `norm` applies the final norm to transformer levels. Returns the NCHW maps, or
+        (`forward_features` output, maps) unless `intermediates_only`/`stop_early` ends the forward early."""
+        if output_fmt != "NCHW":
+            raise VoloError(f"forward_intermediates gives NCHW maps only; got output_fmt={output_fmt!r}.")
+        take = feature_take_indices(FEATURE_LEVELS, indices)
+        last = max(take) if (stop_early or intermediates_only) else FEATURE_LEVELS - 1
+        x = self._run_blocks(self.network[0], self.forward_stem(x_bchw))
+        maps = [x.permute(0, 3, 1, 2)] if 0 in take else []
+        if last >= 1:
+            x = self.network[1](x)
+            x = self.pos_drop(x + resize_pos_embed(self.pos_embed, (x.shape[1], x.shape[2])))
+            for level in range(1, last + 1):
+                x = self._run_blocks(self.network[level + 1], x)
+                if level in take:
+                    maps.append((self.norm(x) if norm else x).permute(0, 3, 1, 2))
+        if intermediates_only:
+            return maps
+        return (self.forward_cls(x) if last == FEATURE_LEVELS - 1 else x), maps
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop what the feature levels `indices` do not need (later stages, class attention, heads; timm's API);
+        returns the absolute indices. Afterwards only `forward_intermediates(..., intermediates_only=True)` works."""
+        take = feature_take_indices(FEATURE_LEVELS, indices)
+        last = max(take)
+        self.network = self.network[: last + 2] if last else self.network[:1]
+        if last == 0:  # pos_embed and the norm act after the outlookers
+            self.pos_embed = None
+            prune_norm = True
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head or last < 3:
+            self.post_network = nn.ModuleList()
+            self.cls_token = None
+            self.reset_classifier(0)
+        return take
 
 
 def _init_weights(m: nn.Module) -> None:
