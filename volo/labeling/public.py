@@ -15,6 +15,7 @@ import torch
 
 from volo.errors import VoloError
 from volo.labeling.token_label import TokenLabel
+from volo.safe_load import safe_torch_load
 
 
 def public_key(image_key: str) -> str:
@@ -36,10 +37,7 @@ class PublicLabelStore:
         self.map_size = (int(probe.shape[2]), int(probe.shape[3]))
 
     def _load(self, path: Path) -> torch.Tensor:
-        try:
-            t = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is damaged
-            raise VoloError(f"Token-label file {path} cannot be read ({type(err).__name__}: {err}).") from err
+        t = safe_torch_load(path, "the token-label file is damaged: regenerate or re-download it.")
         if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[0] != 2:
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise VoloError(f"Token-label file {path} holds {shape}; the public layout is a [2, k, h, w] tensor.")

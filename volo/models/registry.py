@@ -10,7 +10,7 @@ from volo.models.features import VoloFeatures
 from volo.models.pretrained import find_pretrained, pretrained_names, release_size
 from volo.models.variants import VARIANTS, VoloArch, identify_variant
 from volo.models.volo import Volo
-from volo.models.weights import arch_from_state_dict, load_weights, read_state_dict, read_weights_meta
+from volo.models.weights import file_arch, load_weights, read_state_dict
 
 
 def list_models(pattern: str = "", pretrained: bool = False) -> list[str]:
@@ -63,9 +63,8 @@ def create_model(
     if name == "auto":
         if checkpoint is None:
             raise VoloError("create_model('auto') needs a checkpoint to read the architecture from.")
-        meta = read_weights_meta(checkpoint)
         state_dict = read_state_dict(checkpoint)  # read once: for the architecture and the weights
-        arch = VoloArch.from_dict(meta["arch"]) if meta else arch_from_state_dict(state_dict)
+        arch = file_arch(state_dict, checkpoint)  # shapes from the tensors, checked against a JSON sidecar
         base, size_from_name = identify_variant(arch), None
     else:
         base, size_from_name = resolve_name(name)

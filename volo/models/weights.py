@@ -9,13 +9,13 @@ Saved: `<name>.safetensors` plus `<name>.json` with the model's architecture (se
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import torch
 
 from volo.errors import VoloError
 from volo.models.variants import VARIANTS, VoloArch, identify_variant
+from volo.safe_load import safe_torch_load
 
 _WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model_ema", "model", "module")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -36,29 +36,15 @@ def read_state_dict(path: str | Path, prefer_ema: bool = True) -> dict[str, torc
         try:
             obj = load_file(str(path), device="cpu")
         except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
             raise VoloError(
-                f"{path} is not a readable safetensors file ({err}); re-export or re-download it."
+                f"{path} is not a readable safetensors file ({first}); re-export or re-download it."
             ) from None
     else:
-        try:
-            with warnings.catch_warnings():  # "pickle protocol 4" notices from older torch.save files
-                warnings.simplefilter("ignore", UserWarning)
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise VoloError(
-                f"{path} could not be loaded as a PyTorch checkpoint with weights_only=True ({_load_reason(err)}). "
-                "It is not a checkpoint, is damaged, or holds objects other than tensors (refused for safety)."
-            ) from None
+        obj = safe_torch_load(
+            path, "it is not a checkpoint, is damaged, or holds objects other than tensors (refused for safety)."
+        )
     return clean_state_dict(obj, path, prefer_ema)
-
-
-def _load_reason(err: Exception) -> str:
-    """The informative line of a torch.load error (torch prefixes a long generic notice)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines:
-        if "Unsupported" in line or "unpickl" in line.lower() and "weights_only" not in line:
-            return line.removeprefix("WeightsUnpickler error: ")[:200]
-    return f"{type(err).__name__}: {lines[-1] if lines else 'no detail'}"[:200]
 
 
 def clean_state_dict(obj: object, source: str | Path = "checkpoint", prefer_ema: bool = True) -> dict:
@@ -87,39 +73,52 @@ def _looks_like_state_dict(d: dict) -> bool:
     return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
 
 
-def arch_from_state_dict(sd: dict[str, torch.Tensor]) -> VoloArch:
+def _shape(sd: dict[str, torch.Tensor], key: str, ndim: int, source: str | Path) -> tuple[int, ...]:
+    """The shape of `sd[key]`, which must be a tensor of `ndim` dimensions, none of them empty."""
+    t = sd[key]
+    if not isinstance(t, torch.Tensor) or t.ndim != ndim or 0 in t.shape:
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise VoloError(
+            f"{source}: tensor {key} has shape {shape}, expected a non-empty {ndim}-D tensor; the file is damaged "
+            "or not a VOLO model."
+        )
+    return tuple(t.shape)
+
+
+def arch_from_state_dict(sd: dict[str, torch.Tensor], source: str | Path = "these weights") -> VoloArch:
     """Infer a VOLO architecture from tensor shapes (which variant, resolution and class count a file holds)."""
     required = ("patch_embed.conv.0.weight", "patch_embed.proj.weight", "pos_embed", "head.weight")
     missing = [k for k in required if k not in sd]
     if missing:
-        raise VoloError(f"These weights are not a VOLO model: keys {missing} are missing.")
+        raise VoloError(f"{source} is not a VOLO model: keys {missing} are missing.")
+    stem = _shape(sd, "patch_embed.conv.0.weight", 4, source)  # (stem_hidden, in_chans, 7, 7)
+    pos = _shape(sd, "pos_embed", 4, source)  # (1, H/16, W/16, C)
+    head = _shape(sd, "head.weight", 2, source)  # (num_classes, C)
     layers = []
     for stage in (0, 2, 3, 4):
         idx = {int(k.split(".")[2]) for k in sd if k.startswith(f"network.{stage}.") and k.split(".")[2].isdigit()}
         layers.append(len(idx))
-    dims = [sd["network.0.0.norm1.weight"].shape[0] if layers[0] else sd["patch_embed.proj.weight"].shape[0]]
+    dims = [_shape(sd, "network.0.0.norm1.weight", 1, source)[0] if layers[0] else pos[-1]]
     for stage in (2, 3, 4):
-        dims.append(
-            sd[f"network.{stage}.0.norm1.weight"].shape[0]
-            if layers[(2, 3, 4).index(stage) + 1]
-            else sd["pos_embed"].shape[-1]
-        )
+        key = f"network.{stage}.0.norm1.weight"
+        dims.append(_shape(sd, key, 1, source)[0] if layers[(2, 3, 4).index(stage) + 1] else pos[-1])
     k4 = 81
-    heads0 = sd["network.0.0.attn.attn.weight"].shape[0] // k4 if layers[0] else dims[0] // 32
-    fc1 = next((v for k, v in sd.items() if k.endswith("mlp.fc1.weight")), None)
-    mlp_ratio = fc1.shape[0] / fc1.shape[1] if fc1 is not None else 3.0
+    heads0 = _shape(sd, "network.0.0.attn.attn.weight", 2, source)[0] // k4 if layers[0] else dims[0] // 32
+    fc1 = next((k for k in sd if k.endswith("mlp.fc1.weight")), None)
+    hidden, width = _shape(sd, fc1, 2, source) if fc1 is not None else (3, 1)
     post = len({int(k.split(".")[1]) for k in sd if k.startswith("post_network.")})
-    grid = sd["pos_embed"].shape[1]
+    if heads0 < 1:
+        raise VoloError(f"{source}: the outlooker's attention has no heads; the file is damaged.")
     arch = VoloArch(
         layers=tuple(layers),
         embed_dims=tuple(dims),
-        num_heads=(heads0,) + tuple(d // 32 for d in dims[1:]),
-        mlp_ratio=mlp_ratio,
-        stem_hidden=sd["patch_embed.conv.0.weight"].shape[0],
+        num_heads=(heads0,) + tuple(d // 32 if d % 32 == 0 else 1 for d in dims[1:]),  # a guess: see below
+        mlp_ratio=hidden / width,
+        stem_hidden=stem[0],
         num_post_layers=post,
-        img_size=grid * 16,
-        num_classes=sd["head.weight"].shape[0],
-        in_chans=sd["patch_embed.conv.0.weight"].shape[1],
+        img_size=pos[1] * 16,
+        num_classes=head[0],
+        in_chans=stem[1],
     )
     # Transformer head counts leave no trace in tensor shapes: take them from the matching known variant.
     known = identify_variant(arch, match_heads=False)
@@ -140,7 +139,7 @@ def adapt_state_dict(sd: dict[str, torch.Tensor], model: torch.nn.Module, source
     """
     from volo.models.volo import resize_pos_embed
 
-    file_arch = arch_from_state_dict(sd)
+    file_arch = arch_from_state_dict(sd, source)
     target = model.arch
     # what tensor shapes determine (the outlookers' heads: attn.weight rows; later head counts leave no trace)
     shape_keys = ("layers", "embed_dims", "mlp_ratio", "stem_hidden", "num_post_layers")
@@ -177,6 +176,14 @@ def load_weights(
     """
     sd = state_dict if state_dict is not None else read_state_dict(path, prefer_ema)
     adapted = adapt_state_dict(sd, model, path)
+    expected = model.state_dict()
+    wrong = [k for k, v in adapted.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise VoloError(
+            f"{path}: {len(wrong)} tensor(s) have the wrong shape (e.g. {k} is {tuple(adapted[k].shape)}, the model's "
+            f"{tuple(expected[k].shape)}); the file is damaged or holds another architecture."
+        )
     missing, unexpected = model.load_state_dict(adapted, strict=False)
     allowed = set(sd) - set(adapted)  # only the heads dropped for a new class count stay at their fresh init
     if unexpected or set(missing) - allowed:
@@ -203,8 +210,48 @@ def save_weights(model: torch.nn.Module, path: str | Path, extra: dict | None = 
 
 
 def read_weights_meta(path: str | Path) -> dict | None:
-    """The JSON written beside a `.safetensors` file by `save_weights`, if there is one."""
+    """The JSON written beside a `.safetensors` file by `save_weights`, if there is one (VoloError when it is not
+    a JSON object with an `arch` object)."""
     meta = Path(path).with_suffix(".json")
-    if Path(path).suffix == ".safetensors" and meta.is_file():
-        return json.loads(meta.read_text())
-    return None
+    if Path(path).suffix != ".safetensors" or not meta.is_file():
+        return None
+    try:
+        obj = json.loads(meta.read_text())
+    except (OSError, ValueError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+        raise VoloError(f"{meta} (beside {path}) is not readable JSON ({reason}); delete it or re-export.") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("arch"), dict):
+        raise VoloError(f"{meta} (beside {path}) has no 'arch' object; delete it or re-export the weights.")
+    return obj
+
+
+ARCH_FROM_SHAPES = ("layers", "embed_dims", "mlp_ratio", "stem_hidden", "num_post_layers", "img_size", "num_classes")
+"""The `VoloArch` fields tensor shapes determine (with in_chans and the outlookers' head count)."""
+
+
+def file_arch(sd: dict[str, torch.Tensor], path: str | Path) -> VoloArch:
+    """The architecture a weights file holds. Shapes come from the tensors; the JSON sidecar, when there is one,
+    is checked against them and adds only what shapes cannot show (transformer head counts, drop rates)."""
+    arch = arch_from_state_dict(sd, path)
+    meta = read_weights_meta(path)
+    if meta is None:
+        return arch
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        claimed = VoloArch.from_dict(meta["arch"])
+        fields = [*ARCH_FROM_SHAPES, "in_chans"]
+        differ = [f for f in fields if getattr(claimed, f) != getattr(arch, f)]
+        if claimed.num_heads[0] != arch.num_heads[0]:
+            differ.append("num_heads")
+        heads_ok = all(int(d) % int(h) == 0 for d, h in zip(arch.embed_dims, claimed.num_heads, strict=True))
+    except (TypeError, ValueError, IndexError, ZeroDivisionError) as err:
+        raise VoloError(f"{sidecar}: its 'arch' is malformed ({err}); delete it or re-export the weights.") from None
+    if differ:
+        f = differ[0]
+        raise VoloError(
+            f"{sidecar} disagrees with the tensors of {path} ({f}: sidecar {str(getattr(claimed, f))[:40]}, tensors "
+            f"{getattr(arch, f)}); delete or fix the sidecar."
+        )
+    if not heads_ok:
+        raise VoloError(f"{sidecar}: num_heads {claimed.num_heads} do not divide embed_dims {arch.embed_dims}.")
+    return claimed

@@ -23,6 +23,7 @@ import torch
 
 from volo.atomic import atomic_write, atomic_write_text, fsync_dir
 from volo.errors import VoloError
+from volo.safe_load import safe_torch_load
 from volo.training.checkpoint_names import EPOCH_RE, checkpoint_name, step_of
 
 FORMAT = "volo-train-checkpoint"
@@ -201,11 +202,7 @@ def load_checkpoint(path: str | Path) -> TrainingCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise VoloError(f"Checkpoint {path} does not exist; pass --resume auto or the path of a .pt checkpoint.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise VoloError(f"{path} cannot be read ({first}); it is damaged or not a volo checkpoint.") from None
+    obj = safe_torch_load(path, "it is damaged or not a volo checkpoint.")  # names a refused pickled global
     if not isinstance(obj, dict):
         raise VoloError(f"{path} is not a volo training checkpoint (it holds a {type(obj).__name__}).")
     return TrainingCheckpoint.from_dict(obj, path)
