@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import volo
 from volo.data.batch import Batch
-from volo.data.targets import build_targets
+from volo.data.targets import Targets, build_targets
 from volo.training.loss import TokenLabelingLoss, soft_cross_entropy
 from volo.training.mixtoken import mix_class_target, mix_targets, mix_token_targets, sample_mix_box
 
@@ -32,6 +33,30 @@ def test_box_is_deterministic_from_the_rng():
     cy, cx = rng.integers(14), rng.integers(14)
     expected = [max(cy - cut // 2, 0), max(cx - cut // 2, 0), min(cy + cut // 2, 14), min(cx + cut // 2, 14)]
     assert a[0] == expected
+
+
+def test_box_on_a_non_square_grid_follows_the_formula_per_axis():
+    """Height and width are not interchangeable: cut sides, centre and clipping each use their own axis."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        lam = rng.beta(1.0, 1.0)
+        cut = np.sqrt(1 - lam)
+        ch, cw = int(6 * cut), int(20 * cut)
+        cy, cx = int(rng.integers(6)), int(rng.integers(20))
+        y1, y2 = max(cy - ch // 2, 0), min(cy + ch // 2, 6)
+        x1, x2 = max(cx - cw // 2, 0), min(cx + cw // 2, 20)
+        mb = sample_mix_box((6, 20), np.random.default_rng(seed))
+        assert mb.box.tolist() == [y1, x1, y2, x2]
+        assert mb.lam == pytest.approx(1 - (y2 - y1) * (x2 - x1) / 120, abs=1e-12)
+
+
+def test_mix_targets_mixes_class_and_ground_truth_not_tokens():
+    g = torch.Generator().manual_seed(0)
+    cls, gt, tokens = torch.rand(3, 4, generator=g), torch.rand(3, 4, generator=g), torch.rand(3, 5, 4, generator=g)
+    mixed = mix_targets(Targets(cls, tokens, gt), 0.7)
+    torch.testing.assert_close(mixed.cls, 0.7 * cls + 0.3 * cls.flip(0))
+    torch.testing.assert_close(mixed.ground_truth, 0.7 * gt + 0.3 * gt.flip(0))
+    assert torch.equal(mixed.tokens, tokens)  # the model un-mixes the token logits instead
 
 
 def test_mix_class_target_values():

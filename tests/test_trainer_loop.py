@@ -12,9 +12,25 @@ import torch
 import volo.training.trainer as trainer_module
 from volo.models.weights import read_state_dict
 from volo.training.checkpoint import load_checkpoint
+from volo.training.ema import ModelEma
 from volo.training.optim import BatchGeometry, scaled_lr
 from volo.training.schedule import build_schedule
 from volo.training.trainer import train
+
+
+class CountingEma(ModelEma):
+    """The trainer's EMA, counting its updates and keeping the decay it was given."""
+
+    instances: list[CountingEma] = []
+
+    def __init__(self, model, decay):
+        super().__init__(model, decay)
+        self.given_decay, self.updates = decay, 0
+        CountingEma.instances.append(self)
+
+    def update(self, model):
+        self.updates += 1
+        super().update(model)
 
 
 @pytest.fixture
@@ -30,12 +46,14 @@ def recorded_run(tiny_run, monkeypatch):
         return result
 
     monkeypatch.setattr(trainer_module, "evaluate", recording)
+    monkeypatch.setattr(trainer_module, "ModelEma", CountingEma)
+    CountingEma.instances.clear()
     cfg = tiny_run(
         "loop",
         "schedule.epochs=2",
         "schedule.warmup_epochs=1",
         "train.ema=true",
-        "train.ema_decay=0.5",
+        "train.ema_decay=0.7",
         "optim.weight_decay=0.05",
         img_size=64,
     )
@@ -67,5 +85,7 @@ def test_lr_groups_and_ema_evaluation(recorded_run):
         torch.testing.assert_close(seen_model[k], final[k], rtol=0, atol=0)
         torch.testing.assert_close(seen_ema[k], ema[k], rtol=0, atol=0)
     assert any(not torch.equal(final[k], ema[k]) for k in final if k.endswith("weight"))
+    # one EMA, with the configured decay, updated after every optimiser step
+    assert [(e.given_decay, e.updates) for e in CountingEma.instances] == [(0.7, 8)]
     epochs = [json.loads(r) for r in (result.run_dir / "metrics" / "epochs.jsonl").read_text().splitlines()]
     assert epochs[-1]["ema_top1"] == res_ema.top1 and epochs[-1]["top1"] == res_model.top1

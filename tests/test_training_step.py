@@ -158,8 +158,9 @@ def _twin(model, ref, params) -> list[torch.Tensor]:
 
 def test_optimizer_groups_carry_weight_decay_and_zero():
     model = _model()
-    opt = build_optimizer(model, OptimConfig(weight_decay=0.05), lr=0.1)
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.05, betas=[0.8, 0.95], eps=1e-7), lr=0.1)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    assert opt.defaults["betas"] == (0.8, 0.95) and opt.defaults["eps"] == 1e-7
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay = {names[id(p)] for p in opt.param_groups[1]["params"]}
     expected = {n for n, p in model.named_parameters() if p.ndim <= 1} | {"pos_embed", "cls_token"}
