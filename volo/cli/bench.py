@@ -2,7 +2,8 @@
 
 With no arguments it is the quick check: volo_tiny on CPU (well under a minute on 2 cores), or the full D1..D5
 plan on a GPU. The measuring code is `benchmarks/bench_model.py` in the source tree (`--outlook` runs
-`benchmarks/bench_outlook.py` instead); both write their table under `benchmarks/results/`.
+`benchmarks/bench_outlook.py` instead); `volo bench` writes the table to `--out`, by default
+`./volo_bench_model.md` (`./volo_bench_outlook.md`) in the current directory, never into `benchmarks/results/`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from types import ModuleType
 from volo.errors import VoloError
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+DEFAULT_OUT = "volo_bench_{kind}.md"
+"""`volo bench` writes its report (and a .json beside it) in the current directory unless --out says where."""
 
 
 def load_script(name: str) -> ModuleType:
@@ -57,10 +60,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--outlook", action="store_true", help="benchmark outlook attention alone (benchmarks/bench_outlook.py)"
     )
+    # the scripts default to benchmarks/results/ (the committed reports); volo bench writes where it is run
+    out_help = f"report file (default: ./{DEFAULT_OUT.format(kind='model')}, --outlook: ./"
+    for action in parser._actions:
+        if action.dest == "out":
+            action.help = out_help + DEFAULT_OUT.format(kind="outlook") + ")"
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is None:  # never into the install tree's benchmarks/results/, where the committed reports live
+        args.out = Path.cwd() / DEFAULT_OUT.format(kind="outlook" if args.outlook else "model")
     if args.outlook:
         argv = ["--device", args.device] if args.device else []
         argv += ["--models", *args.models] if args.models else []

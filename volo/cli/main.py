@@ -1,7 +1,8 @@
 """The `volo` command: one sub-command per file in this folder.
 
 Each sub-command module exposes `register(subparsers)`, which adds its parser and sets `func`
-(a callable taking the parsed namespace and returning an exit code).
+(a callable taking the parsed namespace and returning an exit code). Only the module of the command being run is
+imported (`volo --help` and `volo --version` import none, and never torch), so start-up stays fast.
 """
 
 from __future__ import annotations
@@ -10,18 +11,36 @@ import argparse
 import importlib
 import sys
 
+from volo import __version__
 from volo.errors import VoloError
 
-# Sub-command modules, in the order `volo --help` lists them.
-COMMANDS = ["demo", "train", "eval", "predict", "label", "bench", "slurm", "bind", "plan"]
+COMMANDS: dict[str, str] = {
+    "demo": "run the whole pipeline in miniature (teacher, labels, students, fine-tune) on generated or real data",
+    "train": "train a VOLO model from a recipe (single process, torchrun or Slurm)",
+    "eval": "evaluate VOLO weights on an ImageFolder: top-1/top-5, per-class accuracy, confusion matrix",
+    "predict": "top-k classes of image files, folders (recursively) or globs",
+    "label": "generate a token-label store with a teacher (or --verify one)",
+    "bench": "benchmark ours vs timm's VOLO: train/eval speed, memory, MFU",
+    "slurm": "write (and submit) a Slurm batch script for a multi-node run",
+    "bind": "print or apply this machine's per-rank CPU/memory/HCA binding",
+    "plan": "plan GPUs, nodes and time for a run (scaling model)",
+}
+"""Sub-commands in the order `volo --help` lists them, with their one-line help."""
+
+EPILOG = "Run `volo COMMAND --help` for a command's flags. Python API: volo.create_model(...) (timm's conventions)."
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command`, only that sub-command's module is imported (the others are listed by name)."""
     parser = argparse.ArgumentParser(
-        prog="volo", description="Train and run VOLO vision transformers with token labeling."
+        prog="volo", description="Train and run VOLO vision transformers with token labeling.", epilog=EPILOG
     )
+    parser.add_argument("--version", action="version", version=f"volo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name, help_text in COMMANDS.items():
+        if command is not None and name != command:
+            subparsers.add_parser(name, help=help_text, add_help=False)
+            continue
         try:
             module = importlib.import_module(f"volo.cli.{name}")
         except ModuleNotFoundError as err:
@@ -29,11 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+        sub = subparsers.choices[name]
+        sub.description = sub.description or help_text[0].upper() + help_text[1:] + "."
     return parser
 
 
+def _command_of(argv: list[str]) -> str:
+    """The sub-command named on the command line ('' when none: `volo`, `volo --help`, `volo --version`)."""
+    first = next((a for a in argv if not a.startswith("-")), "")
+    return first if first in COMMANDS else ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = build_parser(command or "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from volo.data.batch import Batch
 from volo.data.dataset import Sample
+from volo.data.workers import cap_workers
 from volo.training.signals import ignore_stop_signals
 
 
@@ -43,7 +44,7 @@ def build_loader(
 ) -> DataLoader:
     """A DataLoader yielding `Batch`. Pass a (distributed, resumable) sampler for training; `shuffle` only
     applies without one. Workers persist across epochs."""
-    workers = cfg.num_workers
+    workers = cap_workers(cfg.num_workers)  # at most the CPUs this process may use (torch warns beyond)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from volo.atomic import atomic_write_text
 from volo.data.dataset import ImageFolderDataset
 from volo.data.transforms import WholeImageTransform
+from volo.data.workers import cap_workers
 from volo.errors import VoloError
 from volo.labeling.store import (
     StoreMeta,
@@ -115,6 +116,9 @@ def _check_run_file(out: Path, run: dict) -> None:
             previous = json.loads(path.read_text())
         except (OSError, ValueError):
             previous = None
+        if not any(out.glob("shard-*.json")):  # a start that failed before any shard finished: nothing to keep
+            atomic_write_text(json.dumps(run, indent=1), path)
+            return
         if not isinstance(previous, dict):
             raise VoloError(f"{path} is damaged (not a JSON object); delete {out} and label again.")
         diff = sorted(k for k in run if previous.get(k) != run[k])
@@ -151,9 +155,9 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
         "images": len(keys),
         "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
     }
-    _check_run_file(cfg.out, run)
-    if cfg.topk > teacher.num_classes:
+    if cfg.topk > teacher.num_classes:  # before run.json is written
         raise VoloError(f"--topk {cfg.topk} exceeds the teacher's {teacher.num_classes} classes.")
+    _check_run_file(cfg.out, run)
 
     n_shards = math.ceil(len(keys) / cfg.shard_size)
     mine = [s for s in range(n_shards) if s % cfg.world_size == cfg.rank]
@@ -172,7 +176,7 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
     loader = DataLoader(
         _LabelingView(dataset),
         batch_sampler=batches,
-        num_workers=cfg.num_workers,
+        num_workers=cap_workers(cfg.num_workers),
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
     )

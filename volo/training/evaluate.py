@@ -24,9 +24,20 @@ class EvalResult:
     """Mean cross-entropy of the eval logits."""
     images: int
     """Images evaluated over all ranks."""
+    confusion: torch.Tensor | None = None
+    """(K, K) int64 on the CPU when asked for: [true class, predicted class] image counts over all ranks."""
+    class_names: list[str] | None = None
+    """Model class index -> name, where the caller knows them (`volo eval`)."""
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("confusion", "class_names")}
+
+    def per_class_top1(self) -> list[float | None]:
+        """Top-1 percent of each true class (None for a class with no images); needs `confusion`."""
+        assert self.confusion is not None, "evaluate(..., confusion=True) records per-class counts"
+        total = self.confusion.sum(dim=1)
+        hits = self.confusion.diagonal()
+        return [100.0 * int(h) / int(t) if int(t) else None for h, t in zip(hits, total)]
 
 
 @torch.no_grad()
@@ -35,21 +46,41 @@ def evaluate(
     batches: Iterable,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    confusion: bool = False,
+    progress: bool = False,
 ) -> EvalResult:
     """Run `model` in eval mode over `batches` (`Batch` objects: `.images` (B,3,H,W) and `.labels` (B,)).
 
     Each rank passes its shard; correct counts, loss sums and image counts are all-reduced, so the result is
-    over the whole set on every rank.
+    over the whole set on every rank. `confusion` also counts [true, predicted] pairs (`EvalResult.confusion`);
+    `progress` shows a tqdm bar over this rank's batches.
     """
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss sum, images
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    pairs = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        try:
+            total = len(batches)
+        except TypeError:  # a loader without a length
+            total = None
+        bar = tqdm(total=total, desc="eval", unit="batch", dynamic_ncols=True, leave=False)
     for batch in DevicePrefetcher(batches, device):  # on CUDA the next batch's copy overlaps this one's forward
         images, labels = batch.images, batch.labels
         with autocast:
             logits = model(images)
         logits = logits.float()
+        if confusion:
+            k_all = logits.shape[1]
+            if pairs is None:
+                pairs = torch.zeros(k_all * k_all, dtype=torch.int64, device=device)
+            pairs += torch.bincount(labels * k_all + logits.argmax(dim=1), minlength=k_all * k_all)
+        if bar is not None:
+            bar.update(1)
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hit = top == labels[:, None]
@@ -57,8 +88,18 @@ def evaluate(
         totals[1] += hit.any(dim=1).sum()
         totals[2] += F.cross_entropy(logits, labels, reduction="sum").double()
         totals[3] += labels.numel()
+    if bar is not None:
+        bar.close()
     all_reduce_sum(totals)
+    matrix = None
+    if confusion:
+        if pairs is None:  # this rank had no batch: still join the all-reduce with the model's class count
+            k_all = int(getattr(model, "num_classes", 0) or 0)
+            pairs = torch.zeros(k_all * k_all, dtype=torch.int64, device=device)
+        k_all = int(round(pairs.numel() ** 0.5))
+        matrix = all_reduce_sum(pairs).reshape(k_all, k_all).cpu()
     model.train(was_training)
     n = max(int(totals[3].item()), 1)
     c1, c5, loss_sum = (float(v) for v in totals[:3].tolist())
-    return EvalResult(top1=100.0 * c1 / n, top5=100.0 * c5 / n, loss=loss_sum / n, images=int(totals[3].item()))
+    top1, top5 = 100.0 * c1 / n, 100.0 * c5 / n
+    return EvalResult(top1=top1, top5=top5, loss=loss_sum / n, images=int(totals[3].item()), confusion=matrix)

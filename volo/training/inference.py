@@ -9,6 +9,7 @@ else the class index.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from volo.distributed.process_group import DistInfo
 from volo.errors import VoloError
 from volo.models.fuse import fuse_for_inference
 from volo.models.registry import create_model
-from volo.models.variants import VARIANTS, EvalConfig, default_eval_config, identify_variant
+from volo.models.variants import EvalConfig, eval_config_of
 from volo.models.weights import read_weights_meta
 from volo.training.evaluate import EvalResult, evaluate
 from volo.training.speed import speed_settings
@@ -54,9 +55,7 @@ def load_model(
     """The model a weights file holds (at `img_size`, default its own), ready for evaluation."""
     model = create_model("auto", img_size=img_size, checkpoint=checkpoint)  # the file's own class count
     model = fuse_for_inference(model.to(device).eval())  # stem BatchNorms folded into the convolutions
-    variant = identify_variant(model.arch)
-    size = model.arch.img_size
-    cfg = VARIANTS[variant].eval_cfg(size) if variant else default_eval_config(size)
+    cfg = eval_config_of(model.arch)  # the one table: the same as model.pretrained_cfg and in-run evaluation
     if crop_pct is not None:
         cfg = EvalConfig(crop_pct, cfg.interpolation, cfg.mean, cfg.std)
     k = model.arch.num_classes
@@ -75,6 +74,13 @@ def label_map(folder_classes: list[str], loaded: LoadedModel) -> torch.Tensor:
         index = {c: i for i, c in enumerate(loaded.class_ids)}
         return torch.tensor([index[c] for c in folder_classes])
     if len(folder_classes) == k:
+        if loaded.class_ids is not None:  # names known and different: index matching may well be wrong
+            warnings.warn(
+                f"The evaluation folder's class names ({', '.join(folder_classes[:3])}...) differ from the model's "
+                f"({', '.join(loaded.class_ids[:3])}...); matching classes by index. If that is wrong, name the "
+                "folders as the model's classes (weights/*.json 'classes', or ImageNet wnids).",
+                stacklevel=2,
+            )
         return torch.arange(k)
     raise VoloError(
         f"The evaluation folder has {len(folder_classes)} classes ({', '.join(folder_classes[:3])}...) that do not "
@@ -87,6 +93,9 @@ class _Remapped:
 
     def __init__(self, loader, mapping: torch.Tensor):
         self.loader, self.mapping = loader, mapping
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
     def __iter__(self):
         for batch in self.loader:
@@ -105,6 +114,8 @@ def evaluate_checkpoint(
     max_images: int | None = None,
     compile: bool = False,
     loader: str = "pytorch",
+    confusion: bool = False,
+    progress: bool = False,
 ) -> EvalResult:
     """Top-1/top-5 of a weights file on an ImageFolder (`data/val` if it exists, else `data`), sharded by rank;
     `compile` wraps the (BatchNorm-folded) model in torch.compile; `loader` is "pytorch" (PIL workers) or "dali"
@@ -129,7 +140,10 @@ def evaluate_checkpoint(
     amp = torch.bfloat16 if dist.device.type == "cuda" else None
     model = torch.compile(loaded.model) if compile else loaded.model
     with speed_settings(deterministic=False):  # cuDNN autotuning for the stem, TF32; restored after
-        return evaluate(model, _Remapped(batches, label_map(classes, loaded)), dist.device, amp)
+        remapped = _Remapped(batches, label_map(classes, loaded))
+        res = evaluate(model, remapped, dist.device, amp, confusion=confusion, progress=progress and dist.is_main)
+    res.class_names = loaded.class_names
+    return res
 
 
 @dataclass

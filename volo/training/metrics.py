@@ -49,3 +49,32 @@ def _plain(v):
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     return v
+
+
+def write_per_class(path: str | Path, class_names: list[str], confusion) -> list[dict]:
+    """`path` (CSV): class, images, top-1 % and the most frequent wrong prediction of every class with images,
+    worst first; returns the rows."""
+    rows = []
+    for k, counts in enumerate(confusion.tolist()):
+        total = sum(counts)
+        if not total:
+            continue
+        wrong = max((c for i, c in enumerate(counts) if i != k), default=0)
+        confused = next((i for i, c in enumerate(counts) if i != k and c == wrong and c), None)
+        rows.append(
+            {
+                "class": class_names[k],
+                "index": k,
+                "images": total,
+                "top1": 100.0 * counts[k] / total,
+                "most_confused_with": class_names[confused] if confused is not None else "",
+            }
+        )
+    rows.sort(key=lambda r: (r["top1"], r["class"]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["class"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
