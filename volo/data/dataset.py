@@ -2,8 +2,10 @@
 
 Scanning: classes are the sorted sub-folder names that hold at least one image; non-image files and empty class
 folders are counted and reported in one warning (an empty folder is NOT a class: the indices of the classes after
-it shift, which the label-store check catches). Loading: an image that fails to decode (corrupt, truncated) is
-replaced by the next readable one and counted; when more than `max_bad_fraction` of the images tried so far in
+it shift, which the label-store check catches). Loading: an image that fails to decode (corrupt, truncated, beyond
+`volo.data.decode`'s size bounds) is counted and, for training, replaced by the next readable one; evaluation
+(`substitute=False`) never substitutes: it gets a placeholder sample with label `UNREADABLE` (-1), which
+`evaluate` counts and leaves out of every score. When more than `max_bad_fraction` of the images tried so far in
 this process were unreadable (after at least `min_tries`), loading stops with a VoloError.
 """
 
@@ -25,6 +27,8 @@ from volo.errors import VoloError
 from volo.labeling.token_label import LabelSource
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+UNREADABLE = -1
+"""The label of an evaluation sample whose image could not be decoded (its pixels are a black placeholder)."""
 
 
 @dataclass
@@ -116,6 +120,7 @@ class ImageFolderDataset(Dataset):
         labels: LabelSource | None = None,
         max_bad_fraction: float = 0.5,
         min_tries: int = 20,
+        substitute: bool = True,
     ):
         self.root = Path(root)
         self.transform = transform
@@ -123,6 +128,8 @@ class ImageFolderDataset(Dataset):
         self.labels = labels
         self.max_bad_fraction = max_bad_fraction
         self.min_tries = min_tries
+        self.substitute = substitute
+        """True: an unreadable image is replaced by the next readable one (training); False: label UNREADABLE."""
         self.tried = 0
         self.bad: list[str] = []
         """Keys of images that failed to decode in this process."""
@@ -150,8 +157,9 @@ class ImageFolderDataset(Dataset):
             self.bad.append(entry.key)
             if len(self.bad) <= 5 or len(self.bad) % 1000 == 0:
                 warnings.warn(
-                    f"Unreadable image {self.root / entry.key} ({type(err).__name__}: {err}); using another one "
-                    f"instead ({len(self.bad)} unreadable so far in this process).",
+                    f"Unreadable image {self.root / entry.key} ({type(err).__name__}: {err}); "
+                    + ("using another one instead" if self.substitute else "not scored")
+                    + f" ({len(self.bad)} unreadable so far in this process).",
                     stacklevel=2,
                 )
             if self.tried >= self.min_tries and len(self.bad) > self.max_bad_fraction * self.tried:
@@ -162,6 +170,13 @@ class ImageFolderDataset(Dataset):
             return None
 
     def __getitem__(self, index: int) -> Sample:
+        if not self.substitute:
+            img = self.load_image(index)
+            if img is not None:
+                return self.make_sample(index, img)
+            placeholder = self.make_sample(index, Image.new("RGB", (1, 1)))
+            placeholder.label = UNREADABLE
+            return placeholder
         for attempt in range(len(self.entries)):
             i = (index + attempt) % len(self.entries)
             img = self.load_image(i)

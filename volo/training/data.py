@@ -272,7 +272,7 @@ def build_eval_loader(
     if loader != "pytorch":
         raise VoloError(f"Evaluation loader {loader!r} is unknown; choose one of {', '.join(EVAL_LOADERS)}.")
     transform = EvalTransform(img_size, crop_pct, ev.interpolation, ev.mean, ev.std)
-    dataset = ImageFolderDataset(root, transform)
+    dataset = ImageFolderDataset(root, transform, substitute=False)  # unreadable: counted, never replaced
     items = spread_subset(dataset, max_images)
     sampler = ShardSampler(len(items), dist.world_size, dist.rank)
     loader = build_loader(items, LoaderConfig(batch_size=batch_size, num_workers=workers, drop_last=False), sampler)

@@ -28,6 +28,8 @@ class EvalResult:
     """(K, K) int64 on the CPU when asked for: [true class, predicted class] image counts over all ranks."""
     class_names: list[str] | None = None
     """Model class index -> name, where the caller knows them (`volo eval`)."""
+    unreadable: int = 0
+    """Images that could not be decoded (label -1, `volo.data.dataset.UNREADABLE`): counted, never scored."""
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("confusion", "class_names")}
@@ -53,11 +55,12 @@ def evaluate(
 
     Each rank passes its shard; correct counts, loss sums and image counts are all-reduced, so the result is
     over the whole set on every rank. `confusion` also counts [true, predicted] pairs (`EvalResult.confusion`);
-    `progress` shows a tqdm bar over this rank's batches.
+    `progress` shows a tqdm bar over this rank's batches. Samples labelled -1 (unreadable images) are counted
+    apart and scored nowhere (no top-k hit can equal -1, the loss ignores them), with no host-device sync.
     """
     was_training = model.training
     model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss sum, images
+    totals = torch.zeros(5, dtype=torch.float64, device=device)  # correct1, correct5, loss sum, images, unreadable
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     pairs = None
     bar = None
@@ -78,7 +81,8 @@ def evaluate(
             k_all = logits.shape[1]
             if pairs is None:
                 pairs = torch.zeros(k_all * k_all, dtype=torch.int64, device=device)
-            pairs += torch.bincount(labels * k_all + logits.argmax(dim=1), minlength=k_all * k_all)
+            cell = torch.where(labels >= 0, labels * k_all + logits.argmax(dim=1), k_all * k_all)  # -1: spare bin
+            pairs += torch.bincount(cell, minlength=k_all * k_all + 1)[: k_all * k_all]
         if bar is not None:
             bar.update(1)
         k = min(5, logits.shape[1])
@@ -86,8 +90,9 @@ def evaluate(
         hit = top == labels[:, None]
         totals[0] += hit[:, 0].sum()
         totals[1] += hit.any(dim=1).sum()
-        totals[2] += F.cross_entropy(logits, labels, reduction="sum").double()
-        totals[3] += labels.numel()
+        totals[2] += F.cross_entropy(logits, labels, reduction="sum", ignore_index=-1).double()
+        totals[3] += (labels >= 0).sum()
+        totals[4] += (labels < 0).sum()
     if bar is not None:
         bar.close()
     all_reduce_sum(totals)
@@ -102,4 +107,5 @@ def evaluate(
     n = max(int(totals[3].item()), 1)
     c1, c5, loss_sum = (float(v) for v in totals[:3].tolist())
     top1, top5 = 100.0 * c1 / n, 100.0 * c5 / n
-    return EvalResult(top1=top1, top5=top5, loss=loss_sum / n, images=int(totals[3].item()), confusion=matrix)
+    images, unreadable = int(totals[3].item()), int(totals[4].item())
+    return EvalResult(top1, top5, loss_sum / n, images, confusion=matrix, unreadable=unreadable)

@@ -99,7 +99,9 @@ class _Remapped:
 
     def __iter__(self):
         for batch in self.loader:
-            batch.labels = self.mapping.to(batch.labels.device)[batch.labels]  # DALI's labels may be on the GPU
+            mapping = self.mapping.to(batch.labels.device)  # DALI's labels may be on the GPU
+            # unreadable images (label -1) stay -1: never mapped onto the last class
+            batch.labels = torch.where(batch.labels >= 0, mapping[batch.labels.clamp(min=0)], batch.labels)
             yield batch
 
 
@@ -143,6 +145,12 @@ def evaluate_checkpoint(
         remapped = _Remapped(batches, label_map(classes, loaded))
         res = evaluate(model, remapped, dist.device, amp, confusion=confusion, progress=progress and dist.is_main)
     res.class_names = loaded.class_names
+    if res.unreadable:
+        warnings.warn(
+            f"{res.unreadable} of {res.images + res.unreadable} images under {root} could not be decoded "
+            f"and were not scored: top-1/top-5 are over the {res.images} readable ones.",
+            stacklevel=2,
+        )
     return res
 
 
@@ -170,8 +178,8 @@ def predict_images(
             raise VoloError(f"Image {path} does not exist; pass paths of image files.")
         try:
             x = transform(load_rgb(path)).image[None].to(device)
-        except OSError as err:
-            raise VoloError(f"Image {path} cannot be decoded ({err}); pass a JPEG/PNG file.") from None
+        except OSError as err:  # load_rgb turns every decode failure and bound (bombs, strips) into an OSError
+            raise VoloError(f"Image {path} cannot be used ({err}); pass a JPEG/PNG photo.") from None
         probs = loaded.model(x).float().softmax(dim=-1)[0]
         p, idx = probs.topk(min(topk, probs.numel()))
         out.append(Prediction(path, [(int(i), loaded.class_names[int(i)], float(v)) for v, i in zip(p, idx)]))
