@@ -126,6 +126,21 @@ def test_module_imports_without_gpu_and_registers_backend():
 
 # ---- CPU: the Triton kernels under the interpreter ----------------------------------------------------------
 
+
+def inference_error(B: int, H: int, W: int, num_heads: int, head_dim: int, seed: int = 0) -> float:
+    """Relative max error of the no-grad forward (the op that writes no log-sum-exp) against the reference."""
+    from volo.models import outlook_triton
+
+    outlook_triton.POISON_OUTPUTS = True
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(B, H, W, num_heads * head_dim, generator=gen)
+    logits = 2 * torch.randn(B, math.ceil(H / 2), math.ceil(W / 2), num_heads * 81, generator=gen)
+    with torch.no_grad():
+        ref = outlook_attention_reference(v.double(), logits.double(), num_heads, 3, 1, 2, 0.5)
+        out = outlook_triton.outlook_attention_triton(v, logits, num_heads, 3, 1, 2, 0.5)
+    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
+
+
 INTERPRETER_CASES = [
     # B, H, W, num_heads, head_dim, kernel_size, stride
     (2, 5, 7, 2, 4, 3, 2),  # odd H and W, two samples, two heads
@@ -142,15 +157,80 @@ def test_triton_kernels_under_interpreter():
     code = (
         f"import sys, json, torch; sys.path.insert(0, {str(tests_dir)!r}); import test_outlook_kernel as t\n"
         f"print(json.dumps([t.relative_errors('cpu', torch.float32, *c[:5], kernel_size=c[5], stride=c[6], seed=i)"
-        f" for i, c in enumerate({INTERPRETER_CASES!r})]))"
+        f" for i, c in enumerate({INTERPRETER_CASES!r})] + [{{'infer': t.inference_error(2, 5, 6, 2, 4)}}]))"
     )
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
-    for case, errs in zip(INTERPRETER_CASES, results):
+    for case, errs in zip([*INTERPRETER_CASES, "no_grad forward"], results, strict=True):
         for name, err in errs.items():
             assert err < 1e-5, f"{name} of case {case}: relative error {err}"
+
+
+# ---- CPU: the launch plan (grids, warps) for shapes no CPU could run ---------------------------------------
+
+
+class _RecordingLauncher:
+    """Stands in for a wrapped kernel: `launcher[grid](*args, **kw)` records the grid and the keywords."""
+
+    def __init__(self):
+        self.launches: list[tuple[tuple[int, int], dict]] = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kw: self.launches.append((grid, kw))
+
+
+def test_grid_of_a_d5_eval_batch_above_the_old_limit(monkeypatch):
+    """6,000 D5 images (12 heads: 72,000 (image, head) pairs, over the 65,535 of grid axes 1/2) launch within
+    CUDA's limits; shapes only (meta tensors), no GPU and no memory needed."""
+    from volo.models import outlook_triton as ot
+
+    fwd, bwd_logits, bwd_v = _RecordingLauncher(), _RecordingLauncher(), _RecordingLauncher()
+    monkeypatch.setattr(ot, "_LAUNCH_FWD", fwd)
+    monkeypatch.setattr(ot, "_LAUNCH_BWD_LOGITS", bwd_logits)
+    monkeypatch.setattr(ot, "_LAUNCH_BWD_V", bwd_v)
+    B, H, heads, dim = 6000, 28, 12, 32  # D5 at 224: stage 1 is 28 x 28, 12 heads of 32
+    v = torch.empty(B, H, H, heads * dim, device="meta", dtype=torch.bfloat16)
+    logits = torch.empty(B, H // 2, H // 2, heads * 81, device="meta", dtype=torch.bfloat16)
+    lse = torch.empty(B, H // 2, H // 2, heads, 9, device="meta")
+    ot._launch_fwd(v, logits, v, lse, heads, 3, 1, 2, 0.17, True)
+    ot._launch_bwd(v, v, logits, lse, v, logits, heads, 3, 1, 2, 0.17)
+    launches = fwd.launches + bwd_logits.launches + bwd_v.launches
+    assert len(fwd.launches) == len(bwd_v.launches) == 4 and len(bwd_logits.launches) == 1
+    for grid, kw in launches:
+        assert grid[0] == B * heads and grid[0] <= ot.MAX_GRID_X and 1 <= grid[1] <= ot.MAX_GRID_YZ
+        assert kw.get("num_warps", 4) in (4, 8)
+    # the (1, 1) parity class (4 windows per pixel) gets 8 warps, the others 4; the dlogits tile holds 8 of 9
+    assert [(kw["PY"], kw["PX"], kw["num_warps"]) for _, kw in fwd.launches] == [(0, 0, 4), (0, 1, 4), (1, 0, 4),
+                                                                                 (1, 1, 8)]  # fmt: skip
+    assert bwd_logits.launches[0][1]["KK_MAIN"] == 8 and fwd.launches[0][1]["WRITE_LSE"] is True
+    # what the grid was before (blocks, B * heads): axis 1 over the limit
+    assert B * heads > ot.MAX_GRID_YZ
+    with pytest.raises(ValueError, match="grid limits"):
+        ot.launch_grid(1, 40 * ot.MAX_GRID_YZ, 32)
+
+
+def test_parity_classes_and_window_tile():
+    from volo.models import outlook_triton as ot
+
+    assert [c[3] for c in ot.parity_classes(28, 28, 3, 1, 2)] == [1, 2, 2, 4]
+    assert [c[2] for c in ot.parity_classes(5, 7, 3, 1, 2)] == [12, 9, 8, 6]  # pixels per class add to 35
+    assert [c[3] for c in ot.parity_classes(9, 9, 3, 1, 1)] == [9]  # stride 1: every pixel reads 9 windows
+    assert (ot.kk_main(3), ot.kk_main(5), ot.kk_main(2), ot.kk_main(1)) == (8, 16, 4, 1)
+
+
+def test_no_grad_forward_writes_no_log_sum_exp(monkeypatch):
+    """Under no_grad the launcher is asked for WRITE_LSE=False (with grad: True), on the real dispatch path."""
+    from volo.models import outlook_triton as ot
+
+    fwd = _RecordingLauncher()
+    monkeypatch.setattr(ot, "_LAUNCH_FWD", fwd)
+    v, logits = torch.zeros(1, 4, 4, 8), torch.zeros(1, 2, 2, 2 * 81)
+    with torch.no_grad():
+        ot.outlook_attention_triton(v, logits, 2)
+    ot.outlook_attention_triton(v.requires_grad_(), logits, 2)
+    assert [kw["WRITE_LSE"] for _, kw in fwd.launches] == [False] * 4 + [True] * 4
 
 
 # ---- GPU: native kernels -----------------------------------------------------------------------------------
