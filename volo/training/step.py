@@ -3,6 +3,13 @@
 No host synchronisation: the loss sum, the gradient norm and the skip count stay on the device until the trainer
 logs them. A step whose gradient norm is NaN/inf (a NaN loss on any rank makes it so, since DDP averages the
 gradients) is skipped on the device through the fused AdamW's `found_inf` input, and counted.
+
+The forward half of a micro-batch (targets, the model under autocast, the loss) is one function, `forward_loss`;
+with `compile_mode` set it is compiled whole (`torch.compile(forward_loss)`): targets, model and loss in one
+graph, the token targets sparse (`volo.training.sparse_targets`, no (B, N, K) fp32 tensor) and MixToken's lam
+computed from the box on the device, so the box is the only per-step input. `targets='dense'` is the reference
+path (`build_targets` + `mix_targets` + `TokenLabelingLoss`); 'auto' is sparse unless torch's deterministic
+algorithms are on (the sparse path's scatter-add is not deterministic on CUDA).
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from torch import nn
 
 from volo.data.batch import Batch
 from volo.data.targets import build_targets
-from volo.training.loss import TokenLabelingLoss
+from volo.training.loss import LossParts, TokenLabelingLoss
 from volo.training.mixtoken import mix_targets, sample_mix_box
+from volo.training.sparse_targets import build_sparse_targets, mix_lam, sparse_token_labeling_loss
 
 
 @dataclass
@@ -45,6 +53,52 @@ class StepContext:
     """The compiled model replays CUDA graphs: each forward starts a new step for torch.compile's graph trees."""
     skip_on_device: bool = False
     """The optimiser is a fused AdamW: a non-finite step is skipped through its `found_inf` input, no host sync."""
+    compile_mode: str | None = None
+    """Compile `forward_loss` whole with this torch.compile mode ('default': torch's default); None: eager."""
+    targets: str = "auto"
+    """Token targets: 'sparse', 'dense' (the reference) or 'auto' (see the module doc)."""
+
+    def __post_init__(self) -> None:
+        if self.targets not in ("auto", "sparse", "dense"):
+            raise ValueError(f"StepContext.targets must be auto, sparse or dense, not {self.targets!r}.")
+        self.forward_loss = forward_loss
+        if self.compile_mode is not None:
+            mode = None if self.compile_mode == "default" else self.compile_mode
+            self.forward_loss = torch.compile(forward_loss, mode=mode)
+
+
+def forward_loss(
+    net: nn.Module,
+    loss_fn: TokenLabelingLoss,
+    batch: Batch,
+    box: torch.Tensor | None,
+    lam: float | None,
+    num_classes: int,
+    smoothing: float,
+    amp_dtype: torch.dtype | None,
+    targets: str = "auto",
+) -> LossParts:
+    """Targets of `batch` (on the device), the model's training forward (MixToken `box` or None) and the loss.
+
+    `lam` is MixBox.lam, or None to compute it from `box` on the device (what a compiled step does, so no Python
+    float reaches the graph)."""
+    grid = (batch.images.shape[2] // 16, batch.images.shape[3] // 16)
+    if box is not None and lam is None:
+        lam = mix_lam(box, grid)
+    if targets == "auto":
+        targets = "dense" if torch.are_deterministic_algorithms_enabled() else "sparse"
+    autocast = torch.autocast(batch.images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    if targets == "sparse" and batch.has_token_labels:
+        sparse = build_sparse_targets(batch, num_classes, smoothing)
+        with autocast:
+            out = net(batch.images, mix_box=box)
+        return sparse_token_labeling_loss(out, sparse, loss_fn, None if box is None else lam)
+    dense = build_targets(batch, num_classes, smoothing, method="dense" if targets == "dense" else "auto")
+    if box is not None:
+        dense = mix_targets(dense, lam)
+    with autocast:
+        out = net(batch.images, mix_box=box)
+    return loss_fn(out, dense)
 
 
 @dataclass
@@ -74,25 +128,18 @@ def train_step(ctx: StepContext, micro_batches: list[Batch]) -> StepStats:
     total = torch.zeros(3, device=ctx.device)
     for i, batch in enumerate(micro_batches):
         batch = batch.to(ctx.device, non_blocking=True)
-        targets = build_targets(batch, ctx.num_classes, ctx.smoothing)
-        box = None
+        box, lam = None, None
         if ctx.mixtoken:
-            grid = (batch.images.shape[2] // 16, batch.images.shape[3] // 16)
-            mix = sample_mix_box(grid, ctx.mix_rng)
+            mix = sample_mix_box((batch.images.shape[2] // 16, batch.images.shape[3] // 16), ctx.mix_rng)
             box = mix.box.to(ctx.device, non_blocking=True)
-            targets = mix_targets(targets, mix.lam)
+            lam = None if ctx.compile_mode is not None else mix.lam  # compiled: lam from the box, on the device
         sync = contextlib.nullcontext() if (ctx.ddp is None or i == n - 1) else ctx.ddp.no_sync()
-        autocast = (
-            torch.autocast(ctx.device.type, dtype=ctx.amp_dtype)
-            if ctx.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
         if ctx.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with sync:
-            with autocast:
-                out = ctx.net(batch.images, mix_box=box)
-            parts = ctx.loss_fn(out, targets)
+            parts = ctx.forward_loss(
+                ctx.net, ctx.loss_fn, batch, box, lam, ctx.num_classes, ctx.smoothing, ctx.amp_dtype, ctx.targets
+            )
             loss = parts.total / n
             (ctx.scaler.scale(loss) if ctx.scaler is not None else loss).backward()
         total += torch.stack([parts.total.detach(), parts.cls.detach(), parts.tokens.detach()]).float() / n

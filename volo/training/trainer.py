@@ -166,7 +166,10 @@ class _Run:
                 self.model, device_ids=ids, gradient_as_bucket_view=True
             )
         tr = self.cfg.train
-        if tr.compile:
+        whole_step = (
+            tr.compile and self.ddp is None
+        )  # targets + model + loss compiled as one graph (volo.training.step)
+        if tr.compile and not whole_step:  # DDP: compile the DDP module itself (its bucketed graph)
             net = torch.compile(net, mode=None if tr.compile_mode == "default" else tr.compile_mode)
         self.ctx = StepContext(
             net=net,
@@ -186,6 +189,7 @@ class _Run:
             clip_grad=self.cfg.train.clip_grad,
             cuda_graphs=tr.compile and tr.compile_mode in CUDA_GRAPH_MODES and self.dist.device.type == "cuda",
             skip_on_device=self.cfg.optim.fused,
+            compile_mode=tr.compile_mode if whole_step else None,
         )
 
     # -- the run --------------------------------------------------------------------------------------------
