@@ -147,7 +147,11 @@ class TrainConfig:
     max_steps: int | None = None
     """Stop after this many optimiser steps in total (debug/bench); None runs the whole schedule."""
     progress: bool = True
-    """Show a tqdm progress bar on rank 0."""
+    """Show a tqdm progress bar on rank 0; false prints a step line every log_every steps instead (Slurm logs)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to <run folder>/tensorboard (needs the tensorboard package)."""
+    wandb_project: str | None = None
+    """Also log to this Weights & Biases project (nothing happens, with a warning, without the wandb package)."""
     max_bad_steps: int = 25
     """Stop (with a checkpoint) after this many consecutive optimiser steps with a NaN/inf loss (skipped)."""
 
@@ -237,6 +241,9 @@ def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
     cfg = config_from_dict(raw, source=str(path))
     for item in overrides:
         apply_override(cfg, item)
+    given = {item.split("=", 1)[0].strip() for item in overrides}
+    if "model.img_size" in given and "token_labels.size" not in given and cfg.token_labels.size is not None:
+        cfg.token_labels.size = cfg.model.img_size // 16  # the recipe's grid follows a new size (e.g. a fine-tune)
     return cfg.validate()
 
 

@@ -70,6 +70,11 @@ def split_dir(root: str | Path | None, split: str) -> Path:
         raise VoloError(f"Dataset folder {root} does not exist; pass --data DIR with train/ and val/ inside.")
     if (root / split).is_dir() or split != "train":
         return root / split
+    warnings.warn(
+        f"{root} has no {split}/ folder: training on {root} itself (its folders are the classes), with no "
+        f"validation; make {root}/train and {root}/val (or --set data.train_split=... data.val_split=...).",
+        stacklevel=2,
+    )
     return root
 
 
@@ -115,6 +120,11 @@ def build_train_data(cfg: RunConfig, dist: DistInfo, global_batch: int) -> Train
     train_set = ImageFolderDataset(split_dir(d.path, d.train_split), transform)
     train_set.labels = open_token_labels(cfg, train_set)
     classes = list(train_set.classes)
+    if len(classes) < 2:
+        raise VoloError(
+            f"The training folder {train_set.root} has {len(classes)} class ({', '.join(classes)}): a classifier "
+            "needs at least 2 class folders (<data>/train/<class>/<image>); is --data one level too deep?"
+        )
     if len(classes) != m.num_classes:
         raise VoloError(
             f"The training folder {train_set.root} has {len(classes)} classes but model.num_classes is "
@@ -142,6 +152,12 @@ def build_train_data(cfg: RunConfig, dist: DistInfo, global_batch: int) -> Train
         length = steps * global_batch
     eval_loader = None
     val_dir = split_dir(d.path, d.val_split)
+    if not val_dir.is_dir() and train_set.root != Path(d.path):  # (a root without splits was warned about above)
+        warnings.warn(
+            f"{val_dir} does not exist: no validation (top-1, val loss, best weights) in this run; add it or "
+            "--set data.val_split=<folder>.",
+            stacklevel=2,
+        )
     if val_dir.is_dir():
         crop = d.eval_crop_pct if d.eval_crop_pct is not None else ev.crop_pct
         eval_backend = "dali" if d.loader == "dali" else "pytorch"  # nvjpeg runs keep the PyTorch eval loader

@@ -11,10 +11,12 @@ from pathlib import Path
 class MetricsLog:
     """Appends rows to `<dir>/<name>.jsonl` and `<dir>/<name>.csv` (rank 0 only; others pass enabled=False)."""
 
-    def __init__(self, directory: Path, name: str, enabled: bool = True):
+    def __init__(self, directory: Path, name: str, enabled: bool = True, sink=None):
         self.jsonl = Path(directory) / f"{name}.jsonl"
         self.csv = Path(directory) / f"{name}.csv"
-        self.enabled = enabled
+        self.name, self.enabled = name, enabled
+        self.sink = sink
+        """Called as sink(name, row) after each row is written (TensorBoard / W&B, see `volo.training.loggers`)."""
         self._fields: list[str] | None = None
         if enabled and self.csv.is_file():  # resumed run: keep the header already written
             with self.csv.open() as f:
@@ -33,6 +35,8 @@ class MetricsLog:
                 csv.writer(f).writerow(self._fields)
         with self.csv.open("a", newline="") as f:
             csv.writer(f).writerow([clean.get(k, "") for k in self._fields])
+        if self.sink is not None:
+            self.sink(self.name, clean)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

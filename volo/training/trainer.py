@@ -39,6 +39,7 @@ from volo.training.data import TrainData, build_train_data, restore_loader
 from volo.training.ema import ModelEma
 from volo.training.evaluate import EvalResult, evaluate
 from volo.training.faults import BadStepGuard, check_resume_model, guard_collectives, save_checkpoint_together
+from volo.training.loggers import RunLoggers, warn_cpu_amp
 from volo.training.loss import TokenLabelingLoss
 from volo.training.metrics import MetricsLog, read_jsonl
 from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_lr
@@ -116,6 +117,9 @@ class _Run:
             drop_path_rate=m.drop_path_rate,
             drop_rate=m.drop_rate,
         ).to(dist.device)
+        if self.main and not resuming and m.init_checkpoint:
+            notes = "; ".join(self.model.load_notes) or "every tensor as stored"
+            print(f"volo train: model.init_checkpoint {m.init_checkpoint} loaded: {notes}", flush=True)
         self.model.set_grad_checkpointing(m.grad_checkpointing)
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema else None
         self.peak_lr = scaled_lr(cfg.optim.lr_base, self.geometry)
@@ -154,7 +158,10 @@ class _Run:
         if self.data.sampler is None:  # dali / nvjpeg: this rank's saved reader position
             restore_loader(self.data, ckpt, path, self.dist, self.progress, self.cfg.train.batch_size)
         if self.main:
-            print(f"volo train: resumed from {path} at step {self.progress.step}, epoch {self.progress.epoch}")
+            print(  # epochs count from 1: "epoch 1 complete" means the first epoch is done
+                f"volo train: resumed from {path} at step {self.progress.step}, epoch {self.progress.epoch} complete, "
+                f"continuing in epoch {self.progress.epoch + 1}"
+            )
 
     def wrap(self) -> None:
         net = self.model
@@ -194,6 +201,7 @@ class _Run:
 
     # -- the run --------------------------------------------------------------------------------------------
     def run(self, resume: str | None) -> RunResult:
+        warn_cpu_amp(self.cfg, self.dist.device)  # before config.yaml is written: it records what runs
         found = resolve_resume(resume, self.run_dir / "checkpoints")
         self.setup(resuming=found is not None)
         if found is not None:
@@ -204,10 +212,13 @@ class _Run:
             save_config(self.cfg, self.run_dir / "config.yaml")
             (self.run_dir / "metrics").mkdir(parents=True, exist_ok=True)
         barrier()
-        steps_log = MetricsLog(self.run_dir / "metrics", "steps", self.main)
+        self.loggers = RunLoggers(self.run_dir, self.cfg, self.main)  # TensorBoard / W&B when asked for
+        steps_log = MetricsLog(self.run_dir / "metrics", "steps", self.main, sink=self.loggers.log)
         geo, bar = self.geometry, self.main and self.cfg.train.progress
-        self.step_log = StepLogger(steps_log, self.progress, geo.global_batch, self.schedule.total_steps, bar)
-        self.epoch_log = MetricsLog(self.run_dir / "metrics", "epochs", self.main)
+        self.step_log = StepLogger(
+            steps_log, self.progress, geo.global_batch, self.schedule.total_steps, bar, lines=self.main and not bar
+        )
+        self.epoch_log = MetricsLog(self.run_dir / "metrics", "epochs", self.main, sink=self.loggers.log)
         if self.main:
             print(
                 f"volo train: {self.cfg.model.name} @{self.cfg.model.img_size}, {len(self.data.classes)} classes, "
@@ -379,6 +390,7 @@ class _Run:
         steps = read_jsonl(self.run_dir / "metrics" / "steps.jsonl") if self.main else []
         if steps:
             metrics.update(train_loss=steps[-1]["loss"], images_per_s=steps[-1]["images_per_s"])
+        self.loggers.close()
         plots = []
         if self.main and not interrupted:
             from volo.training.plots import plot_run
