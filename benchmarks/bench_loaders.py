@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ import torchvision
 from bench_env import IMAGENETTE, RESULTS_DIR, describe_environment, write_report
 from bench_model import BenchConfig, bench_pair
 
-from volo.data.backends import LoaderOptions, build_loader
+from volo.data.backends import LoaderOptions, build_train_loader
 from volo.data.synthetic import make_synthetic_dataset
 
 
@@ -43,7 +43,7 @@ class Row:
 
 def time_loader(backend: str, opts: LoaderOptions, batches: int) -> float:
     """Images/s over `batches` batches after one warm-up batch (pipeline build and worker start excluded)."""
-    loader = build_loader(backend, opts)
+    loader = build_train_loader(replace(opts, backend=backend))
     batches = min(batches, len(loader) - 1)
     it = iter(loader)
     first = next(it)

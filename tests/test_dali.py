@@ -24,7 +24,7 @@ from test_loader_backends import (  # noqa: E402
     reference_batch,
 )
 
-from volo.data.backends import build_loader  # noqa: E402
+from volo.data.backends import build_train_loader  # noqa: E402
 from volo.data.loader_spec import scan_for  # noqa: E402
 
 pytestmark = [pytest.mark.dali, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -37,7 +37,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def test_dali_contract_matches_pytorch(dataset):
     ref = contract(reference_batch(dataset, 32))
-    loader = build_loader("dali", options(dataset, rand_augment=""))
+    loader = build_train_loader(options(dataset, rand_augment="", backend="dali"))
     batch = next(iter(loader))
     assert contract(batch) == ref
     scan = scan_for(options(dataset))
@@ -46,7 +46,7 @@ def test_dali_contract_matches_pytorch(dataset):
 
 @pytest.mark.parametrize("rand_augment", ["", "rand-m10-mstd1-inc1"])  # m10: strongest ops, clipping
 def test_dali_label_transform_follows_pixels(dataset, rand_augment):
-    loader = build_loader("dali", options(dataset, rand_augment=rand_augment))
+    loader = build_train_loader(options(dataset, rand_augment=rand_augment, backend="dali"))
     warped = 0
     for _ in range(2):
         for batch in loader:
@@ -64,7 +64,7 @@ def test_dali_two_ranks_disjoint_equal_counts(tmp_path, per_class):
     n = 2 * per_class
     per_rank = []
     for rank in range(2):
-        loader = build_loader("dali", options(root, rank=rank, world_size=2, rand_augment=""))
+        loader = build_train_loader(options(root, rank=rank, world_size=2, rand_augment="", backend="dali"))
         assert len(loader) == (n + 1) // 2 // 4
         epochs = []
         for _ in range(2):
@@ -81,14 +81,14 @@ def test_dali_two_ranks_disjoint_equal_counts(tmp_path, per_class):
 
 
 def test_dali_checkpoint_resumes_exact_order(dataset):
-    loader = build_loader("dali", options(dataset))
+    loader = build_train_loader(options(dataset, backend="dali"))
     it = iter(loader)
     next(it)
     state = loader.state_dict()
     assert isinstance(state["dali_checkpoint"], (bytes, str)) and state["position"] == 1
     rest = [(loader.last_indices.tolist(), b.images.clone()) for b in it]
     rest += [(loader.last_indices.tolist(), b.images.clone()) for b in loader]  # and the next epoch
-    resumed = build_loader("dali", options(dataset))
+    resumed = build_train_loader(options(dataset, backend="dali"))
     resumed.load_state_dict(state)
     again = [(resumed.last_indices.tolist(), b.images.clone()) for b in resumed]
     again += [(resumed.last_indices.tolist(), b.images.clone()) for b in resumed]
@@ -98,7 +98,7 @@ def test_dali_checkpoint_resumes_exact_order(dataset):
 
 
 def test_dali_token_labels_follow_the_sample(dataset):
-    loader = build_loader("dali", options(dataset, rand_augment="", token_labels=DictLabels()))
+    loader = build_train_loader(options(dataset, rand_augment="", token_labels=DictLabels(), backend="dali"))
     assert len(loader.images) == 15
     for batch in loader:
         check_token_labels(batch, [loader.images.samples[i].key for i in loader.last_indices.tolist()])

@@ -15,7 +15,7 @@ import torch
 from test_loader_backends import MEAN, STD, make_dataset, options
 from torchvision import transforms as T
 
-from volo.data.backends import build_loader
+from volo.data.backends import build_train_loader
 from volo.data.erasing import RATIO, SCALE, BatchErasing, erase_batch, erasing_seed, sample_boxes
 
 N = 10_000  # draws per distribution check
@@ -158,8 +158,8 @@ def in_normalised_range(images: torch.Tensor) -> bool:
 
 
 def check_erases_only_the_image(backend: str, dataset: Path, **kw) -> None:
-    plain_loader = build_loader(backend, options(dataset, reprob=0.0, **kw))
-    erased_loader = build_loader(backend, options(dataset, reprob=1.0, **kw))
+    plain_loader = build_train_loader(options(dataset, reprob=0.0, **kw, backend=backend))
+    erased_loader = build_train_loader(options(dataset, reprob=1.0, **kw, backend=backend))
     pairs = 0
     for plain, erased in zip(plain_loader, erased_loader):
         assert torch.equal(plain_loader.last_indices, erased_loader.last_indices)
@@ -176,13 +176,13 @@ def check_erases_only_the_image(backend: str, dataset: Path, **kw) -> None:
 
 
 def check_resume_repeats_the_erasing(backend: str, dataset: Path, **kw) -> None:
-    loader = build_loader(backend, options(dataset, reprob=0.5, **kw))
+    loader = build_train_loader(options(dataset, reprob=0.5, **kw, backend=backend))
     it = iter(loader)
     next(it)
     state = loader.state_dict()
     rest = [(loader.last_indices.tolist(), b.images.clone()) for b in it]
     rest += [(loader.last_indices.tolist(), b.images.clone()) for b in loader]  # and the next epoch
-    resumed = build_loader(backend, options(dataset, reprob=0.5, **kw))
+    resumed = build_train_loader(options(dataset, reprob=0.5, **kw, backend=backend))
     resumed.load_state_dict(state)
     again = [(resumed.last_indices.tolist(), b.images.clone()) for b in resumed]
     again += [(resumed.last_indices.tolist(), b.images.clone()) for b in resumed]

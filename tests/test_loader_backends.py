@@ -17,9 +17,9 @@ from PIL import Image
 
 from volo.data import affine
 from volo.data.affine import crop_affine, flip_affine, pixel_to_normalised, to_label_transform
-from volo.data.backends import BACKENDS, LoaderOptions, build_loader
+from volo.data.backends import BACKENDS, LoaderOptions, build_train_loader
 from volo.data.batch import Batch
-from volo.data.loader_spec import scan_for
+from volo.data.loader_spec import position, scan_for
 from volo.errors import VoloError
 from volo.labeling.source import TokenLabel
 
@@ -91,8 +91,8 @@ def cluster_agreement(batch: Batch) -> float:
 
 
 def reference_batch(root: Path, size: int) -> Batch:
-    """The PyTorch path's first batch (dataset + aligned PIL transforms + collate), through `build_loader`."""
-    return next(iter(build_loader("pytorch", options(root, img_size=size, workers=0, reprob=0.0))))
+    """The PyTorch path's first batch (dataset + aligned PIL transforms + collate), through `build_train_loader`."""
+    return next(iter(build_train_loader(options(root, img_size=size, workers=0, reprob=0.0, backend="pytorch"))))
 
 
 def contract(batch: Batch) -> dict:
@@ -168,7 +168,7 @@ def test_pixel_to_normalised_matches_reference():
 
 def test_alignment_check_has_power(dataset):
     """A mirrored affine must fail the check the backends pass (so passing means something)."""
-    loader = build_loader("nvjpeg", options(dataset, rand_augment=""))
+    loader = build_train_loader(options(dataset, rand_augment="", backend="nvjpeg"))
     batch = next(iter(loader))
     assert colour_agreement(batch) > 0.97
     wrong = batch.label_transform.clone()
@@ -181,7 +181,7 @@ def test_alignment_check_has_power(dataset):
 
 def test_nvjpeg_contract_matches_pytorch(dataset):
     ref = contract(reference_batch(dataset, 32))
-    loader = build_loader("nvjpeg", options(dataset))
+    loader = build_train_loader(options(dataset, backend="nvjpeg"))
     batch = next(iter(loader))
     assert contract(batch) == ref
     scan = scan_for(options(dataset))
@@ -190,7 +190,7 @@ def test_nvjpeg_contract_matches_pytorch(dataset):
 
 @pytest.mark.parametrize("rand_augment", ["", "rand-m10-mstd1-inc1"])  # m10: strongest ops, clipping
 def test_nvjpeg_label_transform_follows_pixels(dataset, rand_augment):
-    loader = build_loader("nvjpeg", options(dataset, rand_augment=rand_augment))
+    loader = build_train_loader(options(dataset, rand_augment=rand_augment, backend="nvjpeg"))
     warped = 0
     for epoch in range(2):
         loader.set_epoch(epoch)
@@ -206,17 +206,17 @@ def test_nvjpeg_label_transform_follows_pixels(dataset, rand_augment):
 def test_nvjpeg_sharding_and_resume(dataset):
     seen = []
     for rank in range(2):
-        loader = build_loader("nvjpeg", options(dataset, rank=rank, world_size=2))
+        loader = build_train_loader(options(dataset, rank=rank, world_size=2, backend="nvjpeg"))
         assert len(loader) == 2
         seen.append([i for _ in loader for i in loader.last_indices.tolist()])
     assert len(seen[0]) == len(seen[1]) == 8 and not set(seen[0]) & set(seen[1])
 
-    loader = build_loader("nvjpeg", options(dataset))
+    loader = build_train_loader(options(dataset, backend="nvjpeg"))
     it = iter(loader)
     next(it)
     state = loader.state_dict()
     rest = [(loader.last_indices.tolist(), b.images) for b in it]
-    resumed = build_loader("nvjpeg", options(dataset))
+    resumed = build_train_loader(options(dataset, backend="nvjpeg"))
     resumed.load_state_dict(state)
     again = [(resumed.last_indices.tolist(), b.images) for b in resumed]
     assert [r[0] for r in rest] == [a[0] for a in again]
@@ -226,16 +226,53 @@ def test_nvjpeg_sharding_and_resume(dataset):
 
 def test_nvjpeg_sees_the_pytorch_loaders_images_per_step(dataset):
     """Both use the resumable sampler: same labels per step, and the same position after one step."""
-    torch_loader = build_loader("pytorch", options(dataset, workers=0, rank=1, world_size=2))
-    nvjpeg = build_loader("nvjpeg", options(dataset, rank=1, world_size=2))
+    torch_loader = build_train_loader(options(dataset, workers=0, rank=1, world_size=2, backend="pytorch"))
+    nvjpeg = build_train_loader(options(dataset, rank=1, world_size=2, backend="nvjpeg"))
     assert len(torch_loader) == len(nvjpeg) == 2
     assert [b.labels.tolist() for b in torch_loader] == [b.labels.tolist() for b in nvjpeg]
     assert torch_loader.state_dict() == {**nvjpeg.state_dict(), "backend": "pytorch"}
 
 
 @pytest.mark.parametrize("backend", ["pytorch", "nvjpeg"])
+def test_one_interface_and_one_resume_path(dataset, backend):
+    """Every loader takes its own state or a backend-neutral `position` (what the trainer gives when the checkpoint
+    holds no position of this loader); from 8 images two ranks re-shard the rest of the epoch, none twice."""
+    full = build_train_loader(options(dataset, workers=0, backend=backend))
+    order = list(full.sampler)  # this epoch's images, in the order the loader hands them out
+    assert full.backend == backend and len(full) == 4 and len([b for b in full]) == 4
+    assert full.state_dict() == {"backend": backend, "epoch": 1, "consumed": 0, "seed": 3, "world_size": 1}
+    halves = []
+    for rank in range(2):
+        resumed = build_train_loader(options(dataset, workers=0, rank=rank, world_size=2, backend=backend))
+        resumed.load_state_dict(position(0, 8))
+        resumed.set_epoch(0)  # the trainer's epoch start keeps the restored position
+        halves.append(list(resumed.sampler))
+        assert len([b for b in resumed]) == 1 and resumed.state_dict()["epoch"] == 1
+    assert sorted(halves[0] + halves[1]) == sorted(order[8:])
+    other = "nvjpeg" if backend == "pytorch" else "pytorch"
+    with pytest.raises(VoloError, match="resume with the same data.loader"):
+        full.load_state_dict({**full.state_dict(), "backend": other})
+
+
+def test_pytorch_loader_counts_batches_handed_out_and_takes_a_given_scan(dataset):
+    """Its position counts batches handed out (read-ahead copies to the device do not count), and a scan the
+    caller already made (and checked against the label store) is used as it is, not the folder scanned again."""
+    from volo.data.dataset import ImageFolderDataset
+
+    scan = ImageFolderDataset(dataset, transform=None)
+    scan.entries = scan.entries[:12]  # e.g. the images a label store covers
+    loader = build_train_loader(options(dataset, workers=0, backend="pytorch", dataset=scan, device="cpu"))
+    assert len(loader) == 3 and len(scan.entries) == 12 and scan.transform is None  # the caller's object untouched
+    it = iter(loader)
+    next(it)
+    assert loader.state_dict()["consumed"] == 4
+    next(it)
+    assert loader.state_dict()["consumed"] == 8
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "nvjpeg"])
 def test_token_labels_follow_the_sample(dataset, backend):
-    loader = build_loader(backend, options(dataset, workers=0, token_labels=DictLabels(), reprob=0.0))
+    loader = build_train_loader(options(dataset, workers=0, token_labels=DictLabels(), reprob=0.0, backend=backend))
     assert len(loader.sampler.order(0)) == 15
     for batch in loader:
         assert batch.has_token_labels
@@ -245,5 +282,5 @@ def test_token_labels_follow_the_sample(dataset, backend):
 
 def test_unknown_backend_is_a_sentence(dataset):
     with pytest.raises(VoloError, match="pytorch, dali, nvjpeg"):
-        build_loader("tfrecord", options(dataset))
+        build_train_loader(options(dataset, backend="tfrecord"))
     assert BACKENDS == ("pytorch", "dali", "nvjpeg")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,6 +65,26 @@ def test_nvjpeg_loader_trains(data, tmp_path):
     assert sorted(losses) == list(range(1, 9)) and all(math.isfinite(v) and v > 0 for v in losses.values())
     ckpt = load_checkpoint(tmp_path / "nv" / "checkpoints" / "epoch0001_step000000004.pt")
     assert ckpt.loader == [{"backend": "nvjpeg", "epoch": 1, "consumed": 0, "seed": 42, "world_size": 1}]
+
+
+def test_pytorch_loader_position_goes_through_the_same_resume_path(data, tmp_path):
+    """The PyTorch loader's position is saved per rank like the fast loaders'; a resume from it, or from a
+    checkpoint without it (an older volo: then `Progress` gives the position), repeats the uninterrupted losses."""
+    assert _train(data, tmp_path, "ref", "data.loader=pytorch") == 0
+    expected = _losses(tmp_path / "ref")
+    assert sorted(expected) == list(range(1, 9))
+    assert _train(data, tmp_path, "cut", "data.loader=pytorch", "train.max_steps=3") == 0
+    path = tmp_path / "cut" / "checkpoints" / "step000000003.pt"
+    assert load_checkpoint(path).loader == [
+        {"backend": "pytorch", "epoch": 0, "consumed": 12, "seed": 42, "world_size": 1}
+    ]
+    shutil.copytree(tmp_path / "cut", tmp_path / "old")
+    raw = torch.load(tmp_path / "old" / "checkpoints" / path.name, weights_only=True)
+    raw["loader"] = []
+    torch.save(raw, tmp_path / "old" / "checkpoints" / path.name)
+    for name in ("cut", "old"):
+        assert _train(data, tmp_path, name, "data.loader=pytorch", resume="auto") == 0
+        assert _losses(tmp_path / name) == expected, name
 
 
 @pytest.mark.dali

@@ -191,6 +191,8 @@ def build_pipeline(options: LoaderOptions, files: list[str], checkpoint: bytes |
 class DaliLoader:
     """Iterable of `Batch` over this rank's shard, equal batch counts on every rank, resumable mid-epoch."""
 
+    backend = "dali"
+
     def __init__(self, options: LoaderOptions) -> None:
         require_dali()
         self.options = options
@@ -223,7 +225,19 @@ class DaliLoader:
         return {"backend": "dali", "dali_checkpoint": blob, "epoch": self._epoch, "position": self._position}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("backend") != "dali":
+        """This loader's own `state_dict()`, or a `loader_spec.position(epoch, consumed)`: DALI cannot start its
+        order mid-epoch from an image count, so the epoch goes on for its remaining batches in a fresh order."""
+        if "backend" not in state:
+            o = self.options
+            warnings.warn(
+                f"No DALI reader position was saved for rank {o.rank} of {o.world_size} (another loader or world "
+                f"size wrote the checkpoint): epoch {state['epoch']} goes on for its remaining steps in a fresh DALI "
+                "order.",
+                stacklevel=2,
+            )
+            consumed = state["consumed"] // (o.world_size * o.batch_size)
+            state = {"backend": "dali", "dali_checkpoint": None, "epoch": state["epoch"], "position": consumed}
+        if state["backend"] != "dali":
             raise VoloError(
                 "The checkpoint's loader state is not from the DALI loader; resume with the same data.loader."
             )

@@ -116,7 +116,7 @@ class ImageFolderDataset(Dataset):
     def __init__(
         self,
         root: str | Path,
-        transform: Callable[[Image.Image], Transformed],
+        transform: Callable[[Image.Image], Transformed] | None,
         labels: LabelSource | None = None,
         max_bad_fraction: float = 0.5,
         min_tries: int = 20,

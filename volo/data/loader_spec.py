@@ -5,9 +5,10 @@ int64 class labels, a (B, 2, 3) float32 `label_transform` mapping output-image c
 (F.affine_grid convention, align_corners=False, built from the geometry in `volo.data.affine`), and, with a
 token-label source, the stored whole-image top-k maps.
 
-Every loader object has `__len__` (batches per epoch, equal on every rank), `set_epoch(epoch)`, and
-`state_dict()` / `load_state_dict()` for its position inside the epoch (saved in training checkpoints). The
-dispatcher `volo.data.backends` imports the loaders; the loaders import this module, never the dispatcher.
+Every loader object (`BatchLoader`) has `backend`, `__len__` (batches per epoch, equal on every rank),
+`set_epoch(epoch)`, and `state_dict()` / `load_state_dict()` for its position inside the epoch (saved in training
+checkpoints; `load_state_dict` also takes a backend-neutral `position(epoch, consumed)`). The dispatcher
+`volo.data.backends.build_train_loader` imports the loaders; the loaders import this module, never the dispatcher.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from volo.data.batch import Batch
-from volo.data.dataset import scan_image_folder, spread_indices
+from volo.data.dataset import ImageFolderDataset, scan_image_folder, spread_indices
 from volo.data.sampler import ResumableDistributedSampler
 from volo.errors import VoloError
 from volo.labeling.token_label import LabelSource
@@ -63,14 +64,19 @@ def attach_token_labels(batch: Batch, source: LabelSource, keys: Sequence[str]) 
 
 @dataclass
 class LoaderOptions:
-    """What any training loader needs; each backend reads the fields it uses."""
+    """The spec of a training loader (`volo.data.backends.build_train_loader`); each backend reads what it uses."""
 
     root: Path
     """Training split folder (root/<class>/<image>.jpg)."""
+    backend: str = "pytorch"
+    """pytorch (PIL in DataLoader workers), dali (NVIDIA DALI pipeline) or nvjpeg (torchvision decode + torch)."""
     img_size: int = 224
     """Output side S: images are (3, S, S)."""
     batch_size: int = 64
-    """Images per rank per step."""
+    """Images per rank per batch (micro-batch)."""
+    accumulation: int = 1
+    """Batches per optimiser step. pytorch cuts the epoch to whole steps (world_size x batch_size x accumulation
+    images each); dali and nvjpeg cut it to whole batches and the trainer uses len // accumulation steps."""
     rank: int = 0
     """Global rank of this process (its shard of the data)."""
     world_size: int = 1
@@ -88,7 +94,8 @@ class LoaderOptions:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     device: str | None = None
-    """Where decoding and augmentation run: None/"cpu" = CPU; "cuda"/"cuda:N" = GPU (DALI mixed, nvJPEG)."""
+    """dali / nvjpeg: where decoding and augmentation run, None/"cpu" = CPU, "cuda"/"cuda:N" = GPU. pytorch: decodes
+    on the CPU and copies each batch to this device one step ahead (`volo.data.prefetch`); None keeps it there."""
     workers: int = 4
     """PyTorch: DataLoader workers; DALI: pipeline threads; nvJPEG: file-reading threads."""
     max_images: int | None = None
@@ -97,10 +104,14 @@ class LoaderOptions:
     """Random-erasing probability (pixel mode, after normalisation, image only); every backend applies it."""
     token_labels: LabelSource | None = field(default=None, repr=False)
     """The token-label store (`volo.labeling.source.open_label_store`); None gives batches without token labels."""
+    dataset: ImageFolderDataset | None = field(default=None, repr=False)
+    """`root` already scanned (and checked against the label store): its images are used instead of a new scan."""
 
 
 class BatchLoader(Protocol):
-    """What `volo.data.backends.build_loader` returns, whatever the backend."""
+    """What `volo.data.backends.build_train_loader` returns, whatever the backend."""
+
+    backend: str
 
     def __iter__(self) -> Iterator[Batch]: ...
     def __len__(self) -> int: ...
@@ -115,11 +126,21 @@ def scan_for(options: LoaderOptions) -> ImageList:
     Images the label store could not read are left out (as the PyTorch path does), then `max_images` applies.
     """
     root = Path(options.root)
-    classes, entries, _ = scan_image_folder(root)
+    if options.dataset is not None:
+        classes, entries = options.dataset.classes, options.dataset.entries
+    else:
+        classes, entries, _ = scan_image_folder(root)
     skip = options.token_labels.unreadable() if options.token_labels is not None else set()
     samples = [Sample(root / e.key, e.label, e.key) for e in entries if e.key not in skip]
     samples = [samples[i] for i in spread_indices(len(samples), options.max_images)]
     return ImageList(root, tuple(classes), tuple(samples))
+
+
+def position(epoch: int, consumed: int) -> dict:
+    """A backend-neutral loader state: `consumed` images (over all ranks) of `epoch` are done. Every loader's
+    `load_state_dict` takes it; the trainer gives it when the checkpoint has no position of this loader and world
+    size (the sampler-driven loaders re-shard from there, DALI finishes the epoch in a fresh order)."""
+    return {"epoch": epoch, "consumed": consumed}
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -153,7 +174,8 @@ class SamplerPosition:
         return {"backend": self.backend, **self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("backend") != self.backend:
+        """This loader's own `state_dict()`, or a `position(epoch, consumed)`."""
+        if "backend" in state and state["backend"] != self.backend:
             raise VoloError(
                 f"The checkpoint's loader state is from the {state.get('backend')!r} loader, not {self.backend!r}; "
                 "resume with the same data.loader."

@@ -72,7 +72,7 @@ class TrainingCheckpoint:
     """Per-rank RNG states (`volo.training.rng.capture_rng`), index = rank."""
     sampler: dict = field(default_factory=dict)
     loader: list[dict] = field(default_factory=list)
-    """Per-rank dali/nvjpeg loader positions (`pack_loader_state`), index = rank; empty on the PyTorch path."""
+    """Per-rank training-loader positions (`BatchLoader.state_dict`, `pack_loader_state`), index = rank."""
 
     def to_dict(self) -> dict:
         return {

@@ -1,15 +1,14 @@
 """The training run's data: ImageFolder datasets, the resumable sampler, token labels and the loaders.
 
-Builds on `volo.data` (dataset, transforms, loader, label stores); this file only wires them to a `RunConfig`.
-`data.loader` picks the training path: pytorch (DataLoader + `ResumableDistributedSampler`, positioned by the
-trainer from `Progress.epoch_consumed`) or dali / nvjpeg (`volo.data.backends.build_loader`, which keep their own
-position: `state_dict()` goes into the checkpoint per rank). Evaluation uses the PyTorch path (`EvalTransform`,
-`ShardSampler`), or with data.loader=dali the DALI eval loader (`volo.data.dali_eval`, same images and shards).
+Builds on `volo.data` (dataset, loaders, label stores); this file only wires them to a `RunConfig`. The training
+loader of every `data.loader` (pytorch, dali, nvjpeg) comes from `volo.data.backends.build_train_loader` with the
+spec `train_loader_spec` makes, keeps its own position inside the epoch (`state_dict()`, saved per rank in the
+checkpoint) and is put back by one resume path (`restore_loader`). Evaluation uses the PyTorch path
+(`EvalTransform`, `ShardSampler`), or with data.loader=dali the DALI eval loader (`volo.data.dali_eval`).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,12 +16,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from volo.data.backends import BatchLoader, LoaderOptions
-from volo.data.backends import build_loader as build_fast_loader
+from volo.data.backends import BatchLoader, LoaderOptions, build_train_loader
 from volo.data.dataset import ImageFolderDataset, class_difference, spread_indices
 from volo.data.loader import LoaderConfig, build_loader
-from volo.data.sampler import ResumableDistributedSampler, ShardSampler
-from volo.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig
+from volo.data.loader_spec import position
+from volo.data.sampler import ShardSampler
+from volo.data.transforms import EvalTransform
 from volo.distributed.process_group import DistInfo
 from volo.errors import VoloError
 from volo.models.registry import resolve_name
@@ -40,10 +39,8 @@ EVAL_LOADERS = ("pytorch", "dali")
 class TrainData:
     """Loaders of one rank."""
 
-    train_loader: DataLoader | BatchLoader
-    """Yields `Batch`es of train.batch_size images (the sampler's order, or the dali/nvjpeg loader's own)."""
-    sampler: ResumableDistributedSampler | None
-    """The PyTorch path's sampler; None for dali/nvjpeg (the loader keeps its position: `state_dict()`)."""
+    train_loader: BatchLoader
+    """Yields `Batch`es of train.batch_size images; keeps its position inside the epoch (`state_dict()`)."""
     eval_loader: DataLoader | DaliEvalLoader | None
     """This rank's shard of the validation split (DALI's with data.loader=dali); None without the split folder."""
     classes: list[str]
@@ -51,7 +48,7 @@ class TrainData:
     steps_per_epoch: int = 0
     """Optimiser steps in a full epoch."""
     epoch_length: int = 0
-    """Samples used per epoch over all ranks (steps_per_epoch x global batch for dali/nvjpeg)."""
+    """Samples used per epoch over all ranks (steps_per_epoch x global batch)."""
     backend: str = "pytorch"
     """`data.loader`: pytorch, dali or nvjpeg."""
 
@@ -103,21 +100,10 @@ def open_token_labels(cfg: RunConfig, dataset: ImageFolderDataset):
 
 
 def build_train_data(cfg: RunConfig, dist: DistInfo, global_batch: int) -> TrainData:
-    """Datasets, sampler and loaders of this rank for `cfg`."""
+    """Datasets, token labels and loaders of this rank for `cfg`."""
     d, m = cfg.data, cfg.model
     ev = model_eval_config(m.name, m.img_size)
-    transform = TrainTransform(
-        TrainTransformConfig(
-            img_size=m.img_size,
-            scale=(d.scale_min, 1.0),
-            hflip=d.hflip,
-            auto_augment=d.rand_augment or None,
-            re_prob=d.reprob,
-            mean=ev.mean,
-            std=ev.std,
-        )
-    )
-    train_set = ImageFolderDataset(split_dir(d.path, d.train_split), transform)
+    train_set = ImageFolderDataset(split_dir(d.path, d.train_split), transform=None)  # the loader sets its own
     train_set.labels = open_token_labels(cfg, train_set)
     classes = list(train_set.classes)
     if len(classes) < 2:
@@ -130,26 +116,25 @@ def build_train_data(cfg: RunConfig, dist: DistInfo, global_batch: int) -> Train
             f"The training folder {train_set.root} has {len(classes)} classes but model.num_classes is "
             f"{m.num_classes}; pass --set model.num_classes={len(classes)}."
         )
-    workers = 0 if cfg.train.deterministic else d.workers
-    if d.loader == "pytorch":
-        train_items = spread_subset(train_set, d.max_train_images)
-        sampler = ResumableDistributedSampler(
-            len(train_items), dist.world_size, dist.rank, global_batch, seed=cfg.train.seed, shuffle=True
-        )
-        train_loader = build_loader(
-            train_items, LoaderConfig(batch_size=cfg.train.batch_size, num_workers=workers, drop_last=True), sampler
-        )
-        steps, length = sampler.steps_per_epoch, sampler.epoch_length
-    else:
-        sampler = None
-        train_loader = build_fast_train_loader(cfg, dist, train_set.root, ev, train_set.labels)
-        steps = len(train_loader) // cfg.train.accumulation
-        if steps < 1:
+    if d.loader == "dali":
+        from volo.data.dali_loader import require_dali
+
+        try:
+            require_dali()
+        except VoloError:
             raise VoloError(
-                f"The {d.loader} loader gives {len(train_loader)} batch(es) per rank per epoch, fewer than "
-                f"train.accumulation={cfg.train.accumulation}; lower train.batch_size / accumulation or add images."
-            )
-        length = steps * global_batch
+                "data.loader=dali needs NVIDIA DALI: run `pip install nvidia-dali-cuda130` (or `pip install "
+                "volo[dali]`), or set data.loader=pytorch or nvjpeg."
+            ) from None
+    train_loader = build_train_loader(train_loader_spec(cfg, dist, train_set, ev))
+    steps = len(train_loader) // cfg.train.accumulation
+    if steps < 1:
+        raise VoloError(
+            f"The {d.loader} loader gives {len(train_loader)} batch(es) per rank per epoch, fewer than "
+            f"train.accumulation={cfg.train.accumulation}; lower train.batch_size / accumulation or add images."
+        )
+    length = steps * global_batch
+    workers = 0 if cfg.train.deterministic else d.workers
     eval_loader = None
     val_dir = split_dir(d.path, d.val_split)
     if not val_dir.is_dir() and train_set.root != Path(d.path):  # (a root without splits was warned about above)
@@ -179,7 +164,7 @@ def build_train_data(cfg: RunConfig, dist: DistInfo, global_batch: int) -> Train
                 f"({class_difference('val', val_classes, 'train', classes)}); both splits need the same class "
                 "folders (an empty folder is not a class)."
             )
-    return TrainData(train_loader, sampler, eval_loader, classes, steps, length, d.loader)
+    return TrainData(train_loader, eval_loader, classes, steps, length, d.loader)
 
 
 def loader_device(cfg: RunConfig, dist: DistInfo) -> str | None:
@@ -189,27 +174,18 @@ def loader_device(cfg: RunConfig, dist: DistInfo) -> str | None:
     return str(dist.device) if dist.device.type == "cuda" else None
 
 
-def build_fast_train_loader(cfg: RunConfig, dist: DistInfo, root: Path, ev: EvalConfig, labels) -> BatchLoader:
-    """The dali / nvjpeg training loader of this rank, with the PyTorch path's augmentation settings.
-
-    `labels` is the token-label store already checked by `open_token_labels` (or None). `data.max_train_images`
-    picks the same images as the PyTorch path (`spread_indices`).
-    """
+def train_loader_spec(cfg: RunConfig, dist: DistInfo, train_set: ImageFolderDataset, ev: EvalConfig) -> LoaderOptions:
+    """The spec of this rank's training loader: `data.loader`, the model's size and normalisation, `data`'s
+    augmentation. `train_set` is the training folder already scanned and checked against its label store
+    (`open_token_labels`); `data.max_train_images` picks the same images on every backend (`spread_indices`)."""
     d = cfg.data
-    if d.loader == "dali":
-        from volo.data.dali_loader import require_dali
-
-        try:
-            require_dali()
-        except VoloError:
-            raise VoloError(
-                "data.loader=dali needs NVIDIA DALI: run `pip install nvidia-dali-cuda130` (or `pip install "
-                "volo[dali]`), or set data.loader=pytorch or nvjpeg."
-            ) from None
-    options = LoaderOptions(
-        root=root,
+    pytorch = d.loader == "pytorch"
+    return LoaderOptions(
+        root=train_set.root,
+        backend=d.loader,
         img_size=cfg.model.img_size,
         batch_size=cfg.train.batch_size,
+        accumulation=cfg.train.accumulation,
         rank=dist.rank,
         world_size=dist.world_size,
         seed=cfg.train.seed,
@@ -218,36 +194,26 @@ def build_fast_train_loader(cfg: RunConfig, dist: DistInfo, root: Path, ev: Eval
         rand_augment=d.rand_augment,
         mean=ev.mean,
         std=ev.std,
-        device=loader_device(cfg, dist),
-        workers=d.workers,
+        # pytorch decodes on the CPU and copies batches to the run's device; dali / nvjpeg decode where told
+        device=str(dist.device) if pytorch else loader_device(cfg, dist),
+        workers=0 if pytorch and cfg.train.deterministic else d.workers,
         max_images=d.max_train_images,
         reprob=d.reprob,
-        token_labels=labels,
+        token_labels=train_set.labels,
+        dataset=train_set,
     )
-    return build_fast_loader(d.loader, options)
 
 
-def restore_loader(
-    data: TrainData, ckpt: TrainingCheckpoint, path: Path, dist: DistInfo, prog: Progress, batch_size: int
-) -> None:
-    """dali/nvjpeg resume: this rank's saved loader position; without one (another loader or world size wrote
-    the checkpoint) nvJPEG re-shards from the global sample count and DALI finishes the epoch in a fresh order."""
-    backend, loader = data.backend, data.train_loader
+def restore_loader(loader: BatchLoader, ckpt: TrainingCheckpoint, dist: DistInfo, prog: Progress) -> None:
+    """The one resume path of every backend: this rank's saved position when the checkpoint has one from the same
+    loader and world size, else the position `Progress` records (`loader_spec.position`: the sampler-driven
+    loaders re-shard the rest of the epoch from that image count, DALI finishes it in a fresh order)."""
     if ckpt.world_size == dist.world_size and len(ckpt.loader) > dist.rank:
         state = unpack_loader_state(ckpt.loader[dist.rank])
-        if state.get("backend") == backend:
+        if state.get("backend") == loader.backend:
             loader.load_state_dict(state)
             return
-    if backend == "nvjpeg":
-        loader.load_state_dict({"backend": "nvjpeg", "epoch": prog.epoch, "consumed": prog.epoch_consumed})
-        return
-    warnings.warn(
-        f"{path} holds no DALI reader position for rank {dist.rank} of {dist.world_size} (another loader or world "
-        f"size wrote it): epoch {prog.epoch} goes on for its remaining steps in a fresh DALI order.",
-        stacklevel=3,
-    )
-    position = prog.epoch_consumed // (dist.world_size * batch_size)
-    loader.load_state_dict({"backend": backend, "dali_checkpoint": None, "epoch": prog.epoch, "position": position})
+    loader.load_state_dict(position(prog.epoch, prog.epoch_consumed))
 
 
 def build_eval_loader(

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
-from volo.data.prefetch import DevicePrefetcher
 from volo.distributed.process_group import DistInfo, all_reduce_mean, barrier, init_distributed
 from volo.models.registry import create_model
 from volo.models.weights import save_weights
@@ -75,10 +74,6 @@ def _amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
 
 def run_dir_of(cfg: RunConfig) -> Path:
     return Path(cfg.checkpoint.output_dir) / (cfg.checkpoint.run_name or cfg.recipe)
-
-
-def _loader_seed(seed: int, rank: int, epoch: int, consumed: int) -> int:
-    return (seed * 1_000_003 + rank * 7919 + epoch * 104_729 + consumed) % (2**63 - 1)
 
 
 def train(cfg: RunConfig, resume: str | None = None) -> RunResult:
@@ -155,8 +150,7 @@ class _Run:
             seed_everything(self.cfg.train.seed + self.dist.rank + 7919 * self.progress.step)
             if self.progress.epoch_consumed % self.geometry.global_batch:
                 self.progress.epoch_consumed -= self.progress.epoch_consumed % self.geometry.global_batch
-        if self.data.sampler is None:  # dali / nvjpeg: this rank's saved reader position
-            restore_loader(self.data, ckpt, path, self.dist, self.progress, self.cfg.train.batch_size)
+        restore_loader(self.data.train_loader, ckpt, self.dist, self.progress)  # this rank's place in the epoch
         if self.main:
             print(  # epochs count from 1: "epoch 1 complete" means the first epoch is done
                 f"volo train: resumed from {path} at step {self.progress.step}, epoch {self.progress.epoch} complete, "
@@ -230,23 +224,15 @@ class _Run:
         return self.finish(interrupted)
 
     def loop(self) -> bool:
-        cfg, prog, sampler = self.cfg, self.progress, self.data.sampler
+        cfg, prog, loader = self.cfg, self.progress, self.data.train_loader
         max_steps = min(cfg.train.max_steps or math.inf, self.schedule.total_steps)
         last_epoch = total_epochs(cfg.schedule)
         acc, gb = cfg.train.accumulation, self.geometry.global_batch
         dev = self.dist.device
         self.last_eval: EvalResult | None = None
         while prog.epoch < last_epoch and prog.step < max_steps:
-            loader = self.data.train_loader
-            if sampler is not None:
-                sampler.set_epoch(prog.epoch, prog.epoch_consumed)
-                loader.generator = torch.Generator().manual_seed(
-                    _loader_seed(cfg.train.seed, self.dist.rank, prog.epoch, prog.epoch_consumed)
-                )
-            else:  # dali / nvjpeg keep their own (restored) position inside the epoch
-                loader.set_epoch(prog.epoch)
-            # the PyTorch path: copy the next batch to the GPU while this step runs (dali/nvjpeg are on it already)
-            batches = DevicePrefetcher(loader, dev) if sampler is not None else iter(loader)
+            loader.set_epoch(prog.epoch)  # keeps a restored position inside this epoch
+            batches = iter(loader)  # on the device: pytorch copies one batch ahead, dali / nvjpeg decode there
             bar = self.step_log.bar(self.data.steps_per_epoch)
             sums = torch.zeros(4, device=dev)  # loss, cls, tokens, skipped since the last log
             epoch_loss, epoch_steps = torch.zeros((), device=dev), 0  # this epoch's loss sum (this rank) and steps
@@ -290,7 +276,7 @@ class _Run:
             if since and stats is not None:
                 self.step_log.write(sums, since, stats.grad_norm, lr, t0, None)
             epoch_done = prog.epoch_consumed + gb > self.data.epoch_length
-            if epoch_done and sampler is None:
+            if epoch_done:
                 for _ in batches:  # a stop on the epoch's last step: let the loader close its epoch (DALI reset)
                     pass
             if epoch_done:
@@ -334,9 +320,7 @@ class _Run:
         """Gather every rank's RNG state; rank 0 writes the checkpoint (a failed write: VoloError on every rank)."""
         rng = capture_rng()
         rng["mixtoken"] = self.mix_rng.bit_generator.state
-        mine = {"rng": rng}
-        if self.data.sampler is None:  # dali / nvjpeg: this rank's loader position (DALI: a bytes blob)
-            mine["loader"] = pack_loader_state(self.data.train_loader.state_dict())
+        mine = {"rng": rng, "loader": pack_loader_state(self.data.train_loader.state_dict())}  # DALI: a bytes blob
         gathered = [mine]
         if self.dist.distributed:
             gathered = [None] * self.dist.world_size
@@ -354,14 +338,12 @@ class _Run:
                 scaler=self.scaler.state_dict() if self.scaler is not None else None,
                 rng=states,
                 sampler=self._position_state(),
-                loader=[g["loader"] for g in gathered if "loader" in g],
+                loader=[g["loader"] for g in gathered],
             )
         return save_checkpoint_together(self.ckpts, ckpt, epoch_end=epoch_end, is_best=is_best)
 
     def _position_state(self) -> dict:
-        """The PyTorch sampler's state; for dali/nvjpeg the same fields from `Progress` (positions in `loader`)."""
-        if self.data.sampler is not None:
-            return self.data.sampler.state_dict() | {"consumed": self.progress.epoch_consumed}
+        """Where the epoch stands, from `Progress`, over all ranks (each rank's own loader position: `loader`)."""
         return {"epoch": self.progress.epoch, "consumed": self.progress.epoch_consumed, "backend": self.data.backend}
 
     def export(self, name: str, module: torch.nn.Module, extra: dict) -> Path:
