@@ -166,3 +166,20 @@ def test_pretrained_and_create_model_errors_point_to_the_fix():
         volo.create_model("volo_tiny", 224)
     with pytest.raises(VoloError, match="features_only, out_indices"):
         volo.create_model("volo_tiny", feature_only=True)
+
+
+def test_one_source_of_eval_settings_for_cli_eval_in_run_eval_and_predict():
+    """`model.pretrained_cfg` (resolve_data_config), in-run evaluation (`model_eval_config`) and `volo eval`/`predict`
+    (`load_model` -> `eval_config_of`) agree for every variant at every common size."""
+    from volo.models.variants import eval_config_of
+    from volo.training.data import model_eval_config
+
+    for name in volo.list_models():
+        for size in (224, 256, 384, 448, 512):
+            with torch.device("meta"):
+                model = volo.create_model(name, img_size=size)
+            in_run = model_eval_config(name, size)
+            assert eval_config_of(model.arch) == in_run
+            data = volo.resolve_data_config(model=model)
+            got = (data["crop_pct"], data["interpolation"], data["mean"], data["std"], data["input_size"])
+            assert got == (in_run.crop_pct, in_run.interpolation, in_run.mean, in_run.std, (3, size, size))
