@@ -9,6 +9,7 @@ checkpoint) and is put back by one resume path (`restore_loader`). Evaluation us
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
