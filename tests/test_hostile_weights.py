@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults.png import write_png
 from safetensors.torch import load_file, save_file
 
 from volo.cli.main import main
@@ -133,7 +134,7 @@ def test_pickle_refusal_names_the_global(tiny: Path, tmp_path: Path, capsys):
     assert "weights_only" not in one_line(err, "x.pt", ".system")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        code = main(["predict", str(evil), str(tmp_path / "none.jpg")])
+        code = main(["predict", str(evil), str(write_png(tmp_path / "photo.png", 40, 30))])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and ".system" in lines[0] and "weights_only" not in lines[0], lines
     assert not marker.exists()
