@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for data, runs and labels")
     p.add_argument("--size", choices=sorted(SIZES), default="default", help="'small' is the test-sized run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated dataset (default 0)")
     p.add_argument(
         "--data",
         type=Path,

@@ -28,17 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder on shared storage (absolute)")
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset root on shared storage (absolute)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
-    parser.add_argument("--nodes", type=int, default=DEFAULTS.nodes)
+    parser.add_argument(
+        "--nodes", type=int, default=DEFAULTS.nodes, help=f"nodes to allocate (default {DEFAULTS.nodes})"
+    )
     parser.add_argument("--gpus-per-node", type=int, default=DEFAULTS.gpus_per_node, help="0 for a CPU-only (gloo) job")
     parser.add_argument("--procs-per-node", type=int, default=None, help="ranks per node (default: GPUs per node)")
     parser.add_argument("--launcher", choices=["torchrun", "srun"], default=DEFAULTS.launcher,
                         help="torchrun per node (c10d rendezvous) or one srun task per rank")  # fmt: skip
     parser.add_argument("--job-name", default=None, help="default: volo-RECIPE")
-    parser.add_argument("--partition", default=None)
-    parser.add_argument("--account", default=None)
-    parser.add_argument("--qos", default=None)
+    parser.add_argument("--partition", default=None, help="#SBATCH --partition (default: the cluster's)")
+    parser.add_argument("--account", default=None, help="#SBATCH --account to charge")
+    parser.add_argument("--qos", default=None, help="#SBATCH --qos (quality of service)")
     parser.add_argument("--time", default=DEFAULTS.time, help="time limit per allocation, e.g. 04:00:00")
-    parser.add_argument("--cpus-per-node", type=int, default=None)
+    parser.add_argument("--cpus-per-node", type=int, default=None, help="CPUs per node, split over its tasks")
     parser.add_argument("--mem", default=DEFAULTS.mem, help="memory per node ('0' = all; 'none' to omit)")
     parser.add_argument("--no-exclusive", action="store_true", help="share nodes with other jobs")
     parser.add_argument("--container-image", default=None, help="pyxis image (squashfs or docker URI)")
@@ -47,8 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--signal-lead", type=int, default=DEFAULTS.signal_lead_s, help="seconds of warning before the time limit"
     )
-    parser.add_argument("--max-requeues", type=int, default=DEFAULTS.max_requeues)
-    parser.add_argument("--rdzv-port", type=int, default=DEFAULTS.rdzv_port)
+    parser.add_argument(
+        "--max-requeues", type=int, default=DEFAULTS.max_requeues, help="requeues after a time-limit signal"
+    )
+    parser.add_argument(
+        "--rdzv-port", type=int, default=DEFAULTS.rdzv_port, help="MASTER_PORT: rendezvous port on the first node"
+    )
     parser.add_argument(
         "--shutdown-timeout",
         type=int,
