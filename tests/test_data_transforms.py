@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from volo.data import affine
-from volo.data.randaugment import AlignedRandAugment, RandAugmentConfig, _rotate_coeffs, apply_op
+from volo.data.affine import rotate_coeffs
+from volo.data.randaugment import AlignedRandAugment, RandAugmentConfig, apply_op
 from volo.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig
 from volo.errors import VoloError
 
@@ -26,7 +27,7 @@ def test_parse_rand_augment_spec():
 
 def test_rotate_coefficients_reproduce_pil_rotate():
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
-    ours = img.transform(img.size, Image.Transform.AFFINE, _rotate_coeffs(17.0, img.size), Image.Resampling.BILINEAR)
+    ours = img.transform(img.size, Image.Transform.AFFINE, rotate_coeffs(17.0, img.size), Image.Resampling.BILINEAR)
     theirs = img.rotate(17.0, resample=Image.Resampling.BILINEAR)
     assert np.abs(np.asarray(ours).astype(int) - np.asarray(theirs).astype(int)).max() <= 1
 

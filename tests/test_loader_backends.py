@@ -145,7 +145,7 @@ def options(root: Path, **kw) -> LoaderOptions:
     return LoaderOptions(**base)
 
 
-# ---- geometry helpers: the batched torch form must equal volo.data.affine's numpy form ----
+# ---- geometry: one implementation (volo.data.affine); a batch gives every image its per-image matrix ----
 
 
 def test_crop_affine_matches_reference_crop_resize():
@@ -153,17 +153,22 @@ def test_crop_affine_matches_reference_crop_resize():
     hw = torch.tensor([[60.0, 90.0], [60.0, 90.0]])
     ours = crop_affine(crops, hw)
     ref = [affine.crop_resize((7, 5, 37, 45), (90, 60)), affine.crop_resize((0, 0, 90, 60), (90, 60))]
-    torch.testing.assert_close(ours, torch.tensor(np.stack(ref)), atol=1e-12, rtol=0)
-    torch.testing.assert_close(flip_affine(torch.tensor([1]))[0], torch.tensor(affine.hflip()), atol=0, rtol=0)
+    torch.testing.assert_close(ours, torch.tensor(np.stack(ref)), atol=0, rtol=0)
+    flips = flip_affine(torch.tensor([1, 0]))
+    torch.testing.assert_close(flips[0], torch.tensor(affine.hflip()), atol=0, rtol=0)
+    torch.testing.assert_close(flips[1], torch.eye(3, dtype=torch.float64), atol=0, rtol=0)
 
 
 def test_pixel_to_normalised_matches_reference():
-    coeffs = (0.9, 0.2, 3.0, -0.1, 1.1, -2.0)
-    ours = pixel_to_normalised(torch.tensor(coeffs, dtype=torch.float64).view(1, 2, 3), 32)[0]
-    ref = affine.from_pixel_affine(coeffs, (32, 32))
-    torch.testing.assert_close(ours, torch.tensor(ref), atol=1e-12, rtol=0)
-    chained = to_label_transform(torch.eye(3, dtype=torch.float64)[None], ours[None])
-    assert chained.dtype == torch.float32 and chained.shape == (1, 2, 3)
+    coeffs = [(0.9, 0.2, 3.0, -0.1, 1.1, -2.0), affine.spatial_coeffs("Rotate", -0.7, (32, 32), 0.45)]
+    ours = pixel_to_normalised(torch.tensor(coeffs, dtype=torch.float64).view(2, 2, 3), 32)
+    ref = np.stack([affine.from_pixel_affine(c, (32, 32)) for c in coeffs])
+    torch.testing.assert_close(ours, torch.tensor(ref), atol=1e-15, rtol=0)
+    chained = to_label_transform(torch.eye(3, dtype=torch.float64)[None].repeat(2, 1, 1), ours)
+    assert chained.dtype == torch.float32 and chained.shape == (2, 2, 3)
+    for i in range(2):
+        expected = affine.as_label_transform(affine.compose(affine.identity(), ref[i]))
+        torch.testing.assert_close(chained[i], torch.from_numpy(expected), atol=0, rtol=0)
 
 
 def test_alignment_check_has_power(dataset):

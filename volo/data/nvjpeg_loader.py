@@ -62,22 +62,6 @@ def sample_crop(height: int, width: int, scale, ratio, rng: random.Random) -> tu
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def spatial_coeffs(name: str, level: float, size: int, translate_pct: float) -> tuple[float, ...]:
-    """PIL AFFINE coefficients (output -> input pixels) of a signed spatial op, as `volo.data.randaugment` uses."""
-    if name == "Rotate":
-        a, c = -math.radians(level * 30.0), size / 2.0
-        cos, sin = math.cos(a), math.sin(a)
-        return (cos, sin, c - cos * c - sin * c, -sin, cos, c + sin * c - cos * c)
-    if name == "ShearX":
-        return (1.0, level * 0.3, 0.0, 0.0, 1.0, 0.0)
-    if name == "ShearY":
-        return (1.0, 0.0, 0.0, level * 0.3, 1.0, 0.0)
-    if name == "TranslateXRel":
-        return (1.0, 0.0, level * translate_pct * size, 0.0, 1.0, 0.0)
-    assert name == "TranslateYRel", name
-    return (1.0, 0.0, 0.0, 0.0, 1.0, level * translate_pct * size)
-
-
 def colour_op(name: str, img: torch.Tensor, level: float) -> torch.Tensor:
     """One timm colour op on a (3, S, S) uint8 image; `level` in [-1, 1] (sign used by the enhance ops)."""
     if name == "AutoContrast":
@@ -123,7 +107,7 @@ def rand_augment(
             magnitude = rng.gauss(cfg.magnitude, cfg.magnitude_std) if cfg.magnitude_std > 0 else cfg.magnitude
             level = max(0.0, min(magnitude, LEVEL_DENOM)) / LEVEL_DENOM * (-1 if rng.random() > 0.5 else 1)
             if name in SPATIAL_OPS:
-                coeffs = spatial_coeffs(name, level, size, cfg.translate_pct)
+                coeffs = affine.spatial_coeffs(name, level, (size, size), cfg.translate_pct)
                 layer[i] = torch.from_numpy(affine.from_pixel_affine(coeffs, (size, size)))
                 spatial.append(i)
             else:

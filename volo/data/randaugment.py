@@ -10,7 +10,6 @@ which the DataLoader reseeds in every worker (timm draws its ops with numpy's gl
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,17 +104,6 @@ def _pixel_affine(
     return out, affine.from_pixel_affine(coeffs, img.size)
 
 
-def _rotate_coeffs(degrees: float, size: tuple[int, int]) -> tuple[float, ...]:
-    """PIL's `Image.rotate(degrees)` (counter-clockwise about the centre) as AFFINE coefficients."""
-    w, h = size
-    cx, cy = w / 2.0, h / 2.0
-    a = -math.radians(degrees)
-    m = [math.cos(a), math.sin(a), 0.0, -math.sin(a), math.cos(a), 0.0]
-    m[2] = m[0] * -cx + m[1] * -cy + cx
-    m[5] = m[3] * -cx + m[4] * -cy + cy
-    return tuple(m)
-
-
 def _solarize_add(img: Image.Image, add: int, thresh: int = 128) -> Image.Image:
     lut = [min(255, i + add) if i < thresh else i for i in range(256)]
     return img.point(lut * 3)
@@ -131,16 +119,8 @@ def apply_op(
 ) -> tuple[Image.Image, np.ndarray | None]:
     """Apply one op at `magnitude`; returns the image and, for spatial ops, the (3, 3) output->input matrix."""
     level = magnitude / LEVEL_DENOM
-    if name == "Rotate":
-        return _pixel_affine(img, _rotate_coeffs(_negate(level * 30.0), img.size), fill)
-    if name == "ShearX":
-        return _pixel_affine(img, (1.0, _negate(level * 0.3), 0.0, 0.0, 1.0, 0.0), fill)
-    if name == "ShearY":
-        return _pixel_affine(img, (1.0, 0.0, 0.0, _negate(level * 0.3), 1.0, 0.0), fill)
-    if name == "TranslateXRel":
-        return _pixel_affine(img, (1.0, 0.0, _negate(level * cfg.translate_pct) * img.size[0], 0.0, 1.0, 0.0), fill)
-    if name == "TranslateYRel":
-        return _pixel_affine(img, (1.0, 0.0, 0.0, 0.0, 1.0, _negate(level * cfg.translate_pct) * img.size[1]), fill)
+    if name in SPATIAL_OPS:  # the warp's coefficients: `volo.data.affine.spatial_coeffs`, shared with nvJPEG
+        return _pixel_affine(img, affine.spatial_coeffs(name, _negate(level), img.size, cfg.translate_pct), fill)
     if name == "AutoContrast":
         return ImageOps.autocontrast(img), None
     if name == "Equalize":
