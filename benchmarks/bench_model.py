@@ -1,6 +1,7 @@
 """Ours vs timm's VOLO, side by side in one process: same architecture, same weights, same batch.
 
-Per model and implementation: forward+backward time, train images/s (forward, backward, AdamW step), eval images/s,
+Per model and implementation: the time of the real training step (`real_step.py`: token-label targets, MixToken,
+token-labeling loss, backward, fused AdamW), train images/s, eval images/s,
 peak memory (CUDA: max allocated during a train step; CPU: bytes of the tensors autograd saves for backward, the
 activation memory, which needs no allocator statistics), forward GFLOP/image (torch.utils.flop_counter) and, on a
 GPU, model-FLOP utilisation `3 * fwd_flops * train img/s / measured matmul peak`. The two implementations' steps
@@ -25,11 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from bench_env import RESULTS_DIR, StepClock, describe_environment, matmul_peak_flops, write_report
+from real_step import make_optimizer, ours_step, timm_step, token_label_batch
 from torch import nn
 
 import volo
+from volo.data.batch import Batch
 from volo.models.fuse import fuse_for_inference
 from volo.models.outlook_attention import set_backend
 from volo.models.variants import VoloArch
@@ -72,22 +74,15 @@ class BenchRow:
     img_size: int
     batch: int
     fwd_bwd_ms: float
+    """Median ms of one whole training step (targets, forward, loss, backward, AdamW); the name kept for the
+    JSON readers (targets.py, `volo plan --bench-json`)."""
     train_img_s: float
     eval_img_s: float
     mem_mib: float
     fwd_gflop_per_img: float
     fwd_bwd_cpu_ms: float | None = None
-    """CPU only: median process CPU time of forward+backward (all threads)."""
+    """CPU only: median process CPU time of the step (all threads)."""
     mfu: float | None = None
-
-
-def make_optimizer(model: nn.Module) -> tuple[torch.optim.Optimizer, str]:
-    """AdamW as training builds it (`volo.training.optim`): fused (CUDA and CPU), foreach where there is no fused
-    kernel; and which of the two."""
-    try:
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), "fused"
-    except RuntimeError:
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True), "foreach"
 
 
 def timm_twin(model: volo.Volo) -> nn.Module:
@@ -159,35 +154,33 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
         m.set_grad_checkpointing(cfg.grad_checkpointing)  # both have timm's API
     flops = forward_flops(ours, img_size, device)
     x = torch.randn(batch, 3, img_size, img_size, device=device)
-    y = torch.randint(0, ours.arch.num_classes, (batch,), device=device)
-    opts = {k: make_optimizer(m)[0] for k, m in models.items()}
-    fns: dict[str, Callable] = {k: _compiled(m, cfg) for k, m in models.items()}
+    data = token_label_batch(batch, img_size, ours.arch.num_classes, device)
+    mode = (cfg.compile_mode or "default") if cfg.compile else None
+    opts = {k: make_optimizer(m) for k, m in models.items()}
+    steps = {k: timm_step(m, opts[k][0], cfg.amp, mode) if k == "timm" else
+             ours_step(m, opts[k][0], opts[k][1] == "fused", cfg.amp, mode) for k, m in models.items()}  # fmt: skip
     clock = StepClock(device)
     times: dict[str, list[tuple]] = {k: [] for k in models}
     for step in range(cfg.warmup + cfg.steps):
         for k, m in models.items():
             m.train()
-            _mark_step(cfg)
+            if k == "timm":
+                _mark_step(cfg)  # ours marks its CUDA-graph steps itself (train_step)
             t0 = clock.mark()
-            with autocast(cfg), outlook_op(k):
-                loss = F.cross_entropy(prediction(fns[k], x).float(), y)
-                loss.backward()
+            with outlook_op(k):
+                steps[k](data)
             t1 = clock.mark()
-            opts[k].step()
-            opts[k].zero_grad(set_to_none=True)
-            t2 = clock.mark()
             if step >= cfg.warmup:
-                times[k].append((t0, t1, t2))
+                times[k].append((t0, t1))
     rows = []
     eval_speeds = _eval_speeds(models, batch * (2 if device.type == "cuda" else 1), img_size, cfg)
     for k, m in models.items():
-        fwd_bwd = statistics.median(clock.seconds(a, b) for a, b, _ in times[k])
-        step_s = statistics.median(clock.seconds(a, c) for a, _, c in times[k])
-        cpu = [clock.cpu_seconds(a, b) for a, b, _ in times[k]]
+        step_s = statistics.median(clock.seconds(a, b) for a, b in times[k])
+        cpu = [clock.cpu_seconds(a, b) for a, b in times[k]]
         cpu_ms = 1e3 * statistics.median(cpu) if cpu[0] is not None else None
         eval_img_s = eval_speeds[k]
         with outlook_op(k):
-            mem = _train_memory(fns[k], m, x, y, cfg) if device.type == "cuda" else saved_activation_bytes(m, x, cfg)
+            mem = _train_memory(steps[k], data) if device.type == "cuda" else saved_activation_bytes(m, x, cfg)
         train_img_s = batch / step_s
         rows.append(
             BenchRow(
@@ -195,7 +188,7 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
                 model=name,
                 img_size=img_size,
                 batch=batch,
-                fwd_bwd_ms=fwd_bwd * 1e3,
+                fwd_bwd_ms=step_s * 1e3,
                 train_img_s=train_img_s,
                 eval_img_s=eval_img_s,
                 mem_mib=mem / 2**20,
@@ -204,7 +197,7 @@ def bench_pair(name: str, img_size: int, batch: int, cfg: BenchConfig, peak: flo
                 mfu=(3 * flops * train_img_s / peak) if peak else None,
             )
         )
-    del models, opts, fns
+    del models, opts, steps
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
@@ -256,15 +249,12 @@ def _eval_speeds(models: dict[str, nn.Module], batch: int, img_size: int, cfg: B
     return {k: batch / statistics.median(clock.seconds(a, b) for a, b in spans[k]) for k in models}
 
 
-def _train_memory(fn: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: BenchConfig) -> int:
-    """CUDA peak allocated during one forward+backward, above what was allocated before it (weights, optimizer)."""
+def _train_memory(step: Callable[[Batch], None], data: Batch) -> int:
+    """CUDA peak allocated during one training step, above what was allocated before it (weights, optimizer)."""
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    with autocast(cfg):
-        loss = F.cross_entropy(prediction(fn, x).float(), y)
-    loss.backward()
-    model.zero_grad(set_to_none=True)
+    step(data)
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - base
 
@@ -273,8 +263,8 @@ def format_table(rows: list[BenchRow], device: str) -> str:
     """Markdown table; the ratio in brackets is timm's time over ours (> 1: ours faster)."""
     cpu = device != "cuda"
     mem_label = "saved activations MiB" if cpu else "peak train mem MiB"
-    extra = " fwd+bwd CPU-time ms |" if cpu else ""
-    head = f"| model | res | batch | impl | fwd+bwd ms |{extra} train img/s | eval img/s | {mem_label} |"
+    extra = " step CPU-time ms |" if cpu else ""
+    head = f"| model | res | batch | impl | train step ms |{extra} train img/s | eval img/s | {mem_label} |"
     head += " fwd GFLOP/img | MFU |"
     lines = [head, "|" + "---|" * (11 if cpu else 10)]
     base: dict[tuple, BenchRow] = {(r.model, r.img_size): r for r in rows if r.impl == "timm"}
@@ -302,16 +292,11 @@ def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
     device = torch.device(cfg.device)
     torch.backends.cudnn.benchmark = True  # as `volo train` runs (volo/training/speed.py); both implementations
     peak = matmul_peak_flops(device, torch.bfloat16 if cfg.amp else torch.float32) if device.type == "cuda" else None
-    rows: list[BenchRow] = []
-    for name, img_size, batch in cfg.plan:
-        pair = bench_pair(name, img_size, batch, cfg, peak)
-        rows += pair
-        print("\n".join(format_table(pair, device.type).splitlines()[-len(pair) :]), flush=True)
-    table = format_table(rows, device.type)
     env = describe_environment(device)
     mode = f" ({cfg.compile_mode or 'default'})" if cfg.compile else ""
     amp = "bf16" if cfg.amp else "off"
     settings = f"steps {cfg.steps} (+{cfg.warmup} warm-up), compile={cfg.compile}{mode}, amp={amp}"
+    settings += ", step: token-label targets + MixToken + token-labeling loss + fused AdamW (real_step.py)"
     if cfg.grad_checkpointing:
         settings += ", gradient checkpointing on (both)"
     if device.type == "cuda":
@@ -319,10 +304,16 @@ def run(cfg: BenchConfig) -> tuple[list[BenchRow], Path]:
     if peak:
         settings += f", measured matmul peak {peak / 1e12:.0f} TFLOP/s"
     out = cfg.out or RESULTS_DIR / f"model_{env.slug}.md"
-    write_report(out, "VOLO training and eval speed: ours vs timm", env, settings, table)
     rows_json = out.with_suffix(".json")  # for `volo plan --bench-json`
-    rows_json.write_text(json.dumps({"environment": asdict(env), "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
-    print(table)
+    rows: list[BenchRow] = []
+    for name, img_size, batch in cfg.plan:
+        pair = bench_pair(name, img_size, batch, cfg, peak)
+        rows += pair
+        print("\n".join(format_table(pair, device.type).splitlines()[-len(pair) :]), flush=True)
+        # every finished pair is on disk at once: a run cut short (a device call's timeout) keeps its rows
+        write_report(out, "VOLO training and eval speed: ours vs timm", env, settings, format_table(rows, device.type))
+        rows_json.write_text(json.dumps({"environment": asdict(env), "rows": [asdict(r) for r in rows]}, indent=1))
+    print(format_table(rows, device.type))
     print(f"wrote {out} and {rows_json}")
     return rows, out
 

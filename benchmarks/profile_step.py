@@ -1,8 +1,8 @@
 """Where the time goes in one training step: ours vs timm's VOLO, same weights, profiled side by side.
 
-One step = the training forward with the token-label head (`bench_model.prediction`: class logits + 0.5 * max over
-the aux head), cross-entropy, backward, AdamW step (fused where the device has it) -- the step `bench_model.py`
-times. Per implementation: warm-up steps, then `--steps` steps timed without the profiler (ours and timm's
+One step = the real training step (`real_step.py`: token-label targets, MixToken, token-labeling loss, backward,
+fused AdamW; ours is `volo.training.step.train_step`) -- the step `bench_model.py` times. Per implementation:
+warm-up steps, then `--steps` steps timed without the profiler (ours and timm's
 interleaved, so load from other processes hits both alike), then `--steps` steps under `torch.profiler`.
 
 What is grouped: on CPU each op's self CPU time (time on the calling thread not spent in a child op; intra-op
@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from bench_env import RESULTS_DIR, describe_environment, write_report
-from bench_model import GPU_PLAN, make_optimizer, prediction, timm_twin
-from torch import nn
+from bench_model import GPU_PLAN, timm_twin
+from real_step import make_optimizer, ours_step, timm_step, token_label_batch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
@@ -141,14 +140,6 @@ class StepProfile:
         return totals
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool) -> None:
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss = F.cross_entropy(prediction(model, x).float(), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -161,27 +152,28 @@ def profile_pair(name: str, img_size: int, batch: int, cfg: ProfileConfig) -> li
     ours = volo.create_model(name, img_size=img_size)
     models = {"ours": ours.to(device).train(), "timm": timm_twin(ours).to(device).train()}
     opts = {k: make_optimizer(m) for k, m in models.items()}
-    x = torch.randn(batch, 3, img_size, img_size, device=device)
-    y = torch.randint(0, ours.arch.num_classes, (batch,), device=device)
+    steps = {"ours": ours_step(models["ours"], opts["ours"][0], opts["ours"][1] == "fused", cfg.amp, None),
+             "timm": timm_step(models["timm"], opts["timm"][0], cfg.amp, None)}  # fmt: skip
+    data = token_label_batch(batch, img_size, ours.arch.num_classes, device)
     wall: dict[str, list[float]] = defaultdict(list)
     cpu: dict[str, list[float]] = defaultdict(list)
     for step in range(cfg.warmup + cfg.steps):
-        for k, m in models.items():
+        for k in models:
             _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
-            train_step(m, opts[k][0], x, y, cfg.amp)
+            steps[k](data)
             _sync(device)
             if step >= cfg.warmup:
                 wall[k].append(time.perf_counter() - t0)
                 cpu[k].append(time.process_time() - c0)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     profiles = []
-    for k, m in models.items():
+    for k in models:
         _sync(device)
         with profile(activities=activities) as prof:
             t0 = time.perf_counter()
             for _ in range(cfg.steps):
-                train_step(m, opts[k][0], x, y, cfg.amp)
+                steps[k](data)
             _sync(device)
             profiled_s = time.perf_counter() - t0
         op_ms, op_calls = _self_times(prof.events(), device, cfg.steps)
