@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=1000, help="classes of a named teacher (default 1000)")
     p.add_argument("--input-size", type=int, help="teacher input size T (default: the teacher's own)")
     p.add_argument(
+        "--class-map",
+        choices=["imagenet"],
+        help="imagenet: the teacher has ImageNet-1k's classes and the folders are wnids (an ImageNet subset such "
+        "as Imagenette); keep only the folders' classes, stored with the dataset's class ids",
+    )
+    p.add_argument(
         "--topk", type=int, default=5, help="logits kept per location (default 5; at most the teacher's classes)"
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per teacher forward (default 64)")
@@ -93,10 +99,18 @@ def run(args: argparse.Namespace) -> int:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     check_training_folder(args.data)
     teacher = load_teacher(args.teacher, args.teacher_checkpoint, args.num_classes, args.input_size)
-    if args.topk > teacher.num_classes:
-        print(f"volo label: --topk {args.topk} clamped to the teacher's {teacher.num_classes} classes", flush=True)
-        args.topk = teacher.num_classes
+    class_map = None
+    if args.class_map == "imagenet":
+        from volo.data.dataset import scan_image_folder
+        from volo.labeling.classmap import imagenet_class_map
+
+        class_map = imagenet_class_map(scan_image_folder(args.data)[0])
+    labelled = len(class_map) if class_map else teacher.num_classes
+    if args.topk > labelled:
+        print(f"volo label: --topk {args.topk} clamped to the {labelled} classes labelled", flush=True)
+        args.topk = labelled
     cfg = GenerateConfig(
+        class_map=class_map,
         data=args.data,
         out=args.out,
         topk=args.topk,

@@ -30,6 +30,7 @@ from volo.data.dataset import ImageFolderDataset
 from volo.data.transforms import WholeImageTransform
 from volo.data.workers import cap_workers
 from volo.errors import VoloError
+from volo.labeling.quality import TeacherQuality
 from volo.labeling.store import (
     StoreMeta,
     ids_dtype,
@@ -61,6 +62,8 @@ class GenerateConfig:
     wait_timeout_s: float = 3600.0
     """How long rank 0 waits for the other ranks' shards before writing the manifest."""
     progress: bool = True
+    class_map: list[int] | None = None
+    """Dataset class i -> the teacher's class map[i] (classmap.py); None: the teacher's classes are the dataset's."""
 
 
 @dataclass
@@ -71,6 +74,8 @@ class GenerateReport:
     unreadable: int
     seconds: float
     manifest: Path | None
+    quality: dict | None = None
+    """This run's teacher quality (quality.py) over the images it labelled; also in teacher_quality.json."""
 
 
 class _LabelingView(Dataset):
@@ -155,16 +160,22 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
         "images": len(keys),
         "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
     }
-    if cfg.topk > teacher.num_classes:  # before run.json is written
-        raise VoloError(f"--topk {cfg.topk} exceeds the teacher's {teacher.num_classes} classes.")
+    if cfg.class_map:
+        run["class_map"] = list(cfg.class_map)
+    num_classes = len(cfg.class_map) if cfg.class_map else teacher.num_classes
+    if cfg.topk > num_classes:  # before run.json is written
+        raise VoloError(f"--topk {cfg.topk} exceeds the {num_classes} classes labelled.")
     _check_run_file(cfg.out, run)
+    class_map = torch.tensor(cfg.class_map) if cfg.class_map else None
+    quality = TeacherQuality(num_classes)
+    known_labels = cfg.class_map is not None or num_classes == len(dataset.classes)
 
     n_shards = math.ceil(len(keys) / cfg.shard_size)
     mine = [s for s in range(n_shards) if s % cfg.world_size == cfg.rank]
     todo = [s for s in mine if read_shard_record(cfg.out, s) is None]
     device = torch.device(cfg.device)
     teacher.model.to(device)
-    id_type = ids_dtype(teacher.num_classes)
+    id_type = ids_dtype(num_classes)
     probe = torch.zeros(1, 3, teacher.input_size, teacher.input_size, device=device)
     map_size = tuple(teacher.dense_logits(probe).shape[2:])
     written, unreadable = 0, 0
@@ -208,7 +219,11 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
         bad.extend(bad_indices)
         if images is not None:
             logits = teacher.dense_logits(images.to(device, non_blocking=True))  # (B, K, h, w)
+            if class_map is not None:
+                logits = logits[:, class_map.to(logits.device)]  # the dataset's classes, in its order
             top = logits.topk(cfg.topk, dim=1)
+            labels = torch.tensor([dataset.entries[i].label for i in indices]) if known_labels else None
+            quality.update(top.values, top.indices, labels)
             rows = np.array(indices) - shard * cfg.shard_size
             values[rows] = top.values.half().cpu().numpy()
             ids[rows] = top.indices.cpu().numpy().astype(id_type)
@@ -221,7 +236,7 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
     if cfg.rank == 0:
         records = _wait_for_shards(cfg.out, n_shards, cfg.wait_timeout_s)
         meta = StoreMeta(
-            num_classes=teacher.num_classes,
+            num_classes=num_classes,
             topk=cfg.topk,
             map_size=map_size,
             teacher=teacher.spec,
@@ -230,7 +245,12 @@ def generate_labels(cfg: GenerateConfig, teacher: Teacher) -> GenerateReport:
             teacher_sha256=teacher_sha256,
         )
         manifest = write_manifest(cfg.out, meta, records)
-    return GenerateReport(len(keys), written, len(mine) - len(todo), unreadable, time.time() - start, manifest)
+    name = "teacher_quality.json" if cfg.world_size == 1 else f"teacher_quality.rank{cfg.rank}.json"
+    atomic_write_text(json.dumps(quality.to_dict(), indent=1), cfg.out / name)
+    for warning in quality.warnings():
+        print(f"volo label: warning: {warning}", flush=True)
+    seconds = time.time() - start
+    return GenerateReport(len(keys), written, len(mine) - len(todo), unreadable, seconds, manifest, quality.summary())
 
 
 def _wait_for_shards(out: Path, n_shards: int, timeout_s: float) -> list:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from volo.errors import VoloError
+from volo.labeling.teacher_net import create_timm, per_location_logits, timm_meta
 from volo.models import create_model, list_models
 from volo.models.variants import IMAGENET_MEAN, IMAGENET_STD
 from volo.models.weights import read_state_dict
@@ -40,18 +41,7 @@ class Teacher:
             _, token_logits = self.model.forward_head_tokens(tokens)  # (B, h*w, K)
             B, h, w, _ = tokens.shape
             return token_logits.float().reshape(B, h, w, -1).permute(0, 3, 1, 2)
-        feats = self.model.forward_features(images)
-        if feats.ndim != 4:
-            raise VoloError(
-                f"Teacher {self.spec!r} returns features of shape {tuple(feats.shape)}, not a spatial map; "
-                "use a convolutional timm model (resnet, nfnet, convnext...) or a VOLO checkpoint."
-            )
-        nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
-        f = feats if nhwc else feats.permute(0, 2, 3, 1)  # (B, h, w, C)
-        B, h, w, C = f.shape
-        cells = f.reshape(B * h * w, 1, 1, C) if nhwc else f.reshape(B * h * w, C, 1, 1)
-        logits = self.model.forward_head(cells)  # (B*h*w, K): global pooling of a 1x1 map is the identity
-        return logits.float().reshape(B, h, w, -1).permute(0, 3, 1, 2)
+        return per_location_logits(self.model, self.model.forward_features(images))
 
 
 def load_teacher(
@@ -59,19 +49,16 @@ def load_teacher(
 ) -> Teacher:
     """`spec`: a VOLO checkpoint file; a VOLO name (`volo_d1`, random init unless `checkpoint`); or
     `timm:<model name>` (random init unless `checkpoint`, a state-dict file)."""
+    trained = timm_meta(spec) if Path(spec).is_file() else None
+    if trained is not None:  # a timm teacher from `volo train` (teacher_net.py): name, size, classes in its JSON
+        spec, checkpoint = f"timm:{trained['timm']}", spec
+        num_classes, input_size = trained["num_classes"], input_size or trained["img_size"]
     if spec.startswith("timm:"):
-        try:
-            import timm
-        except ImportError as err:
-            raise VoloError("Teacher 'timm:...' needs timm; install it with `pip install timm`.") from err
-        name = spec.removeprefix("timm:")
-        try:
-            model = timm.create_model(name, pretrained=False, num_classes=num_classes)
-        except RuntimeError as err:
-            raise VoloError(f"timm does not know the model {name!r} ({err}).") from err
+        model = create_timm(spec.removeprefix("timm:"), num_classes)
         if checkpoint is not None:
             model.load_state_dict(read_state_dict(checkpoint))
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        # our own training normalises with ImageNet's mean/std (data.py); timm's file may name another
+        cfg = {} if trained is not None else getattr(model, "pretrained_cfg", {}) or {}
         size = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
         mean = tuple(cfg.get("mean", IMAGENET_MEAN))
         std = tuple(cfg.get("std", IMAGENET_STD))

@@ -26,7 +26,7 @@ from volo.data.transforms import EvalTransform
 from volo.distributed.process_group import DistInfo
 from volo.errors import VoloError
 from volo.models.registry import resolve_name
-from volo.models.variants import VARIANTS, EvalConfig
+from volo.models.variants import VARIANTS, EvalConfig, default_eval_config
 from volo.training.checkpoint import Progress, TrainingCheckpoint, unpack_loader_state
 from volo.training.config import RunConfig
 
@@ -55,7 +55,10 @@ class TrainData:
 
 
 def model_eval_config(name: str, img_size: int) -> EvalConfig:
-    """crop_pct / interpolation / mean / std of a model name (`volo_d1`, `volo_d1_384`...) at `img_size`."""
+    """crop_pct / interpolation / mean / std of a model name (`volo_d1`, `volo_d1_384`...) at `img_size`; a timm
+    teacher (`timm:<name>`) uses the default for its size."""
+    if name.startswith("timm:"):
+        return default_eval_config(img_size)
     return VARIANTS[resolve_name(name)[0]].eval_cfg(img_size)
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as tdist
 
 from volo.distributed.process_group import DistInfo, all_reduce_mean, barrier, init_distributed
+from volo.labeling.teacher_net import TimmTeacherNet, build_timm_teacher, is_timm_name, save_timm_weights
 from volo.models.registry import create_model
 from volo.models.weights import save_weights
 from volo.training.checkpoint import (
@@ -66,6 +67,17 @@ class RunResult:
     """True when a stop signal ended the run early (a checkpoint was written; resume with --resume auto)."""
 
 
+def _create_volo(name: str, img_size: int, num_classes: int, checkpoint, drop_path_rate: float, drop_rate: float):
+    return create_model(
+        name,
+        img_size=img_size,
+        num_classes=num_classes,
+        checkpoint=checkpoint,
+        drop_path_rate=drop_path_rate,
+        drop_rate=drop_rate,
+    )
+
+
 def _amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or cfg.train.amp == "none":
         return None
@@ -104,13 +116,9 @@ class _Run:
         self.geometry = BatchGeometry(dist.world_size, cfg.train.batch_size, cfg.train.accumulation)
         self.data: TrainData = build_train_data(cfg, dist, self.geometry.global_batch)
         m = cfg.model
-        self.model = create_model(
-            m.name,
-            img_size=m.img_size,
-            num_classes=m.num_classes,
-            checkpoint=None if resuming else m.init_checkpoint,
-            drop_path_rate=m.drop_path_rate,
-            drop_rate=m.drop_rate,
+        build = build_timm_teacher if is_timm_name(m.name) else _create_volo
+        self.model = build(
+            m.name, m.img_size, m.num_classes, None if resuming else m.init_checkpoint, m.drop_path_rate, m.drop_rate
         ).to(dist.device)
         if self.main and not resuming and m.init_checkpoint:
             notes = "; ".join(self.model.load_notes) or "every tensor as stored"
@@ -348,7 +356,8 @@ class _Run:
 
     def export(self, name: str, module: torch.nn.Module, extra: dict) -> Path:
         meta = {"classes": self.data.classes, "recipe": self.cfg.recipe, "step": self.progress.step, **extra}
-        return save_weights(module, self.run_dir / "weights" / name, extra=meta)
+        save = save_timm_weights if isinstance(module, TimmTeacherNet) else save_weights
+        return save(module, self.run_dir / "weights" / name, extra=meta)
 
     # -- the end --------------------------------------------------------------------------------------------
     def finish(self, interrupted: bool) -> RunResult:

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Plain labels vs token labels on Imagenette photographs, 3 seeds per arm, all 3,925 validation images.
+# Usage: bash run.sh OUT   (OUT: a scratch folder outside the repo; ~60 min on a shared 2-core CPU)
+# The code run is the one on PYTHONPATH; results.py turns OUT into the table.
+set -euo pipefail
+OUT=${1:?scratch folder}
+SRC=${SRC:-/work/shared/data/imagenette2-224}
+HERE=$(cd "$(dirname "$0")" && pwd)
+TEACHER_PER_CLASS=${TEACHER_PER_CLASS:-150}
+STUDENT_PER_CLASS=${STUDENT_PER_CLASS:-50}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-8}
+SEEDS=${SEEDS:-"0 1 2"}
+mkdir -p "$OUT"
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+log "shrink: short side 112 px (the models see 64 and 96 px)"
+python "$HERE/shrink.py" "$SRC" "$OUT/img112" 112
+# Subsets: the first N files (sorted) of every class; the student's images are among the teacher's.
+for split in teacher:$TEACHER_PER_CLASS student:$STUDENT_PER_CLASS; do
+  name=${split%%:*}; n=${split##*:}
+  if [ ! -d "$OUT/$name/train" ]; then
+    for c in "$OUT"/img112/train/*/; do
+      mkdir -p "$OUT/$name/train/$(basename "$c")"
+      ls "$c" | sort | head -n "$n" | while read -r f; do ln -s "$c$f" "$OUT/$name/train/$(basename "$c")/$f"; done
+    done
+    ln -s "$OUT/img112/val" "$OUT/$name/val"
+  fi
+done
+
+common=(--set model.num_classes=10 --set train.progress=false --set train.log_every=10 --set data.workers=0
+        --set checkpoint.eval_every=1000 --set schedule.warmup_epochs=1)
+t0=$(date +%s)
+log "teacher: timm:test_resnet @96 px, ${TEACHER_PER_CLASS}/class, $TEACHER_EPOCHS epochs, plain labels, no dense loss"
+[ -f "$OUT/runs/teacher/result.json" ] || volo train debug --data "$OUT/teacher" --out "$OUT/runs" --name teacher \
+  "${common[@]}" --set model.name=timm:test_resnet --set model.img_size=96 --set token_labels.size=6 \
+  --set token_labels.mixtoken=false --set token_labels.dense_weight=0 --set schedule.epochs="$TEACHER_EPOCHS" \
+  --set optim.lr_base=0.064 --set train.batch_size=32
+echo "teacher_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
+
+t0=$(date +%s)
+log "label: the teacher's per-location classifier over the student's training images"
+[ -f "$OUT/labels/manifest.json" ] || volo label --data "$OUT/student/train" \
+  --teacher "$OUT/runs/teacher/weights/final.safetensors" --out "$OUT/labels" --topk 5 --workers 0 --no-progress \
+  | tee "$OUT/label_report.json"
+echo "label_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
+
+for seed in $SEEDS; do
+  for arm in plain tl; do
+    extra=()
+    [ "$arm" = tl ] && extra=(--set token_labels.label_root="$OUT/labels")
+    t0=$(date +%s)
+    log "student $arm seed $seed: volo_tiny @64 px, ${STUDENT_PER_CLASS}/class, $STUDENT_EPOCHS epochs, MixToken"
+    [ -f "$OUT/runs/${arm}_s$seed/result.json" ] || volo train debug --data "$OUT/student" --out "$OUT/runs" \
+      --name "${arm}_s$seed" "${common[@]}" --set train.seed="$seed" --set schedule.epochs="$STUDENT_EPOCHS" \
+      --set optim.lr_base=0.04 --set train.batch_size=16 "${extra[@]}"
+    echo "${arm}_s${seed}_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
+  done
+done
+log "done"
