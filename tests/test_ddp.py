@@ -92,3 +92,26 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert ep_two["top1"] == ep_one["top1"]  # distributed eval: shard counts summed over ranks
     cfg = (tmp_path / "runs" / "two" / "config.yaml").read_text()
     assert "batch_size: 4" in cfg
+
+
+@pytest.mark.timeout(300)
+def test_ddp_in_run_eval_equals_volo_eval_of_the_exported_weights(tmp_path, capsys):
+    """Each rank's stem BatchNorm sees other images, so the ranks' running statistics differ after training; the
+    in-run evaluation (sharded over both ranks) must still be the evaluation of rank 0's exported weights."""
+    _square_dataset(tmp_path / "data", per_class=16)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["train", "debug", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--name", "ddp"]
+    for item in [*COMMON, "train.batch_size=4", "train.max_steps=null", "schedule.epochs=2", "data.hflip=0.5"]:
+        args += ["--set", item]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    proc = subprocess.run([*cmd, "volo.cli.main", *args], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "plain labels (no token labels)" in proc.stdout  # the start-up line says whether token labels are on
+    in_run = _rows(tmp_path / "runs" / "ddp" / "metrics" / "epochs.jsonl")[-1]
+    weights = tmp_path / "runs" / "ddp" / "weights" / "final.safetensors"
+    capsys.readouterr()
+    assert main(["eval", str(weights), "--data", str(tmp_path / "data" / "val"), "--workers", "0", "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exported["images"] == 9
+    assert exported["top1"] == in_run["top1"]
+    assert exported["loss"] == pytest.approx(in_run["val_loss"], rel=1e-5, abs=1e-6)

@@ -110,7 +110,7 @@ VARIANTS: dict[str, Variant] = {
         Variant(
             "volo_d4",
             VoloArch(layers=(8, 8, 16, 4), embed_dims=(384, 768, 768, 768), num_heads=(12, 16, 16, 16)),
-            {**_CROP_224, 448: EvalConfig(1.15)},
+            {224: EvalConfig(1.15), 448: EvalConfig(1.15)},  # timm's volo_d4_224 / _448 crop_pct
         ),
         Variant(
             "volo_d5",
@@ -121,7 +121,7 @@ VARIANTS: dict[str, Variant] = {
                 mlp_ratio=4.0,
                 stem_hidden=128,
             ),
-            {**_CROP_224, 448: EvalConfig(1.15), 512: EvalConfig(1.15)},
+            {224: EvalConfig(1.15), 448: EvalConfig(1.15), 512: EvalConfig(1.15)},  # timm's crop_pct
         ),
     ]
 }

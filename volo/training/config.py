@@ -114,6 +114,9 @@ class ScheduleConfig:
     """LR at the end of the cosine and during cooldown (absolute)."""
     cooldown_epochs: int = 10
     """Epochs at min_lr after the cosine."""
+    shape: str = "step"
+    """'step': LR updated every optimiser step, cosine after the warmup; 'reference': sail-sg's exact schedule, one
+    LR per epoch, cosine counted from epoch 0 over the warmup (see volo/training/schedule.py)."""
 
 
 CUDA_GRAPH_MODES: tuple[str, ...] = ("reduce-overhead", "max-autotune")

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from typing import TYPE_CHECKING
 
 from volo.data.loader_spec import BACKENDS
@@ -60,6 +62,7 @@ def validate(cfg: RunConfig) -> None:
     _check(s.warmup_lr >= 0, "schedule.warmup_lr", ">= 0", s.warmup_lr)
     _check(s.min_lr >= 0, "schedule.min_lr", ">= 0", s.min_lr)
     _check(s.cooldown_epochs >= 0, "schedule.cooldown_epochs", ">= 0", s.cooldown_epochs)
+    _check(s.shape in ("step", "reference"), "schedule.shape", "step or reference", s.shape)
     _check(tr.batch_size >= 1, "train.batch_size", ">= 1", tr.batch_size)
     _check(tr.accumulation >= 1, "train.accumulation", ">= 1", tr.accumulation)
     _check(tr.amp in ("bf16", "fp16", "none"), "train.amp", "one of bf16, fp16, none", tr.amp)
@@ -74,3 +77,28 @@ def validate(cfg: RunConfig) -> None:
     _check(c.every_steps >= 0, "checkpoint.every_steps", ">= 0", c.every_steps)
     _check(c.eval_every >= 1, "checkpoint.eval_every", ">= 1", c.eval_every)
     _check(all(e >= 1 for e in c.milestones), "checkpoint.milestones", "epochs >= 1", c.milestones)
+
+
+def check_peak_lr(cfg: RunConfig, peak_lr: float, global_batch: int) -> None:
+    """Refuse a run whose peak LR (lr_base scaled to its real global batch) is below min_lr or warmup_lr: its warmup
+    would fall and its "cosine" climb."""
+    s = cfg.schedule
+    for key, floor in (("schedule.min_lr", s.min_lr), ("schedule.warmup_lr", s.warmup_lr)):
+        if peak_lr < floor:
+            raise VoloError(
+                f"Peak LR {peak_lr:.3g} (optim.lr_base={cfg.optim.lr_base:g} x global batch {global_batch} / 1024) is "
+                f"below {key}={floor:g}, so the schedule would rise while decaying; raise optim.lr_base (or the "
+                f"batch) or lower {key}."
+            )
+
+
+def warn_plain_production(cfg: RunConfig) -> None:
+    """Warn when a production recipe (d1_224 ... d5_512) runs without a token-label store: it would train its whole
+    schedule on plain labels, which the recipe's numbers do not describe."""
+    if cfg.token_labels.label_root is None and re.fullmatch(r"d\d_\d+", cfg.recipe):
+        warnings.warn(
+            f"Recipe {cfg.recipe} runs {cfg.schedule.epochs} epochs on plain labels: token_labels.label_root is not "
+            "set. Its reference results need token labels; make a store with `volo label` and pass "
+            "--set token_labels.label_root=STORE (or ignore this for a deliberate plain-label run).",
+            stacklevel=2,
+        )

@@ -1,4 +1,9 @@
-"""Top-1 / top-5 accuracy over a (possibly sharded) evaluation set; counts are summed over ranks."""
+"""Top-1 / top-5 accuracy over a (possibly sharded) evaluation set; counts are summed over ranks.
+
+Under DDP every rank keeps its own BatchNorm running statistics (each normalises its own batches between DDP's
+buffer broadcasts), while the exported weights are rank 0's. `share_rank0_buffers` copies rank 0's buffers to every
+rank before an in-run evaluation, so its number is the one `volo eval` gives for the exported weights.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
@@ -40,6 +46,15 @@ class EvalResult:
         total = self.confusion.sum(dim=1)
         hits = self.confusion.diagonal()
         return [100.0 * int(h) / int(t) if int(t) else None for h, t in zip(hits, total)]
+
+
+@torch.no_grad()
+def share_rank0_buffers(model: nn.Module) -> None:
+    """Broadcast rank 0's buffers (BatchNorm running mean/var, counters) to every rank; a no-op in one process."""
+    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() == 1:
+        return
+    for buf in model.buffers():
+        tdist.broadcast(buf, src=0)
 
 
 @torch.no_grad()

@@ -130,12 +130,11 @@ def sparse_token_labeling_loss(
     output: VoloTrainOutput, targets: SparseTargets, loss_fn: TokenLabelingLoss, lam: torch.Tensor | None = None
 ) -> LossParts:
     """`loss_fn(output, mix_targets(targets, lam))` on sparse targets (lam None: no MixToken)."""
-    t_cls, gt = targets.cls, targets.ground_truth
+    t_cls = targets.cls
+    if loss_fn.ground_truth:  # per sample, then mixed: the reference's order (see volo/training/loss.py)
+        t_cls = ground_truth_blend(t_cls, targets.ground_truth)
     if lam is not None:
         t_cls = lam * t_cls + (1.0 - lam) * t_cls.flip(0)
-        gt = lam * gt + (1.0 - lam) * gt.flip(0)
-    if loss_fn.ground_truth:
-        t_cls = ground_truth_blend(t_cls, gt)
     cls = soft_cross_entropy(output.cls_logits, t_cls)
     tokens = sparse_soft_cross_entropy(output.token_logits, targets.ids, targets.logits, targets.smoothing)
     return LossParts(loss_fn.cls_weight * cls + loss_fn.dense_weight * tokens, cls, tokens)

@@ -23,7 +23,7 @@ from torch import nn
 
 from volo.data.batch import Batch
 from volo.data.targets import build_targets
-from volo.training.loss import LossParts, TokenLabelingLoss
+from volo.training.loss import LossParts, TokenLabelingLoss, blend_ground_truth
 from volo.training.mixtoken import mix_targets, sample_mix_box
 from volo.training.sparse_targets import build_sparse_targets, mix_lam, sparse_token_labeling_loss
 
@@ -94,6 +94,8 @@ def forward_loss(
             out = net(batch.images, mix_box=box)
         return sparse_token_labeling_loss(out, sparse, loss_fn, None if box is None else lam)
     dense = build_targets(batch, num_classes, smoothing, method="dense" if targets == "dense" else "auto")
+    if loss_fn.ground_truth:  # per sample, before MixToken mixes the class targets (the reference's order)
+        dense = blend_ground_truth(dense)
     if box is not None:
         dense = mix_targets(dense, lam)
     with autocast:

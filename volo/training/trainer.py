@@ -35,9 +35,10 @@ from volo.training.checkpoint import (
     resolve_resume,
 )
 from volo.training.config import CUDA_GRAPH_MODES, RunConfig, save_config
+from volo.training.config_checks import check_peak_lr, warn_plain_production
 from volo.training.data import TrainData, build_train_data, restore_loader
 from volo.training.ema import ModelEma
-from volo.training.evaluate import EvalResult, evaluate
+from volo.training.evaluate import EvalResult, evaluate, share_rank0_buffers
 from volo.training.faults import BadStepGuard, check_resume_model, guard_collectives, save_checkpoint_together
 from volo.training.loggers import RunLoggers, warn_cpu_amp
 from volo.training.loss import TokenLabelingLoss
@@ -126,6 +127,7 @@ class _Run:
         self.model.set_grad_checkpointing(m.grad_checkpointing)
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema else None
         self.peak_lr = scaled_lr(cfg.optim.lr_base, self.geometry)
+        check_peak_lr(cfg, self.peak_lr, self.geometry.global_batch)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
         self.schedule = build_schedule(cfg.schedule, self.peak_lr, self.data.steps_per_epoch)
         self.amp_dtype = _amp_dtype(cfg, dist.device)
@@ -222,12 +224,15 @@ class _Run:
         )
         self.epoch_log = MetricsLog(self.run_dir / "metrics", "epochs", self.main, sink=self.loggers.log)
         if self.main:
+            tl = self.cfg.token_labels
+            labels = f"token labels from {tl.label_root}" if tl.label_root else "plain labels (no token labels)"
             print(
                 f"volo train: {self.cfg.model.name} @{self.cfg.model.img_size}, {len(self.data.classes)} classes, "
-                f"global batch {self.geometry.global_batch} ({self.dist.world_size} x {self.cfg.train.batch_size} x "
-                f"{self.cfg.train.accumulation}), peak lr {self.peak_lr:.3g}, {self.schedule.total_steps} steps, "
-                f"device {self.dist.device}, run folder {self.run_dir}"
+                f"{labels}, global batch {self.geometry.global_batch} ({self.dist.world_size} x "
+                f"{self.cfg.train.batch_size} x {self.cfg.train.accumulation}), peak lr {self.peak_lr:.3g}, "
+                f"{self.schedule.total_steps} steps, device {self.dist.device}, run folder {self.run_dir}"
             )
+            warn_plain_production(self.cfg)
         interrupted = self.loop()
         return self.finish(interrupted)
 
@@ -305,6 +310,9 @@ class _Run:
         row = {"epoch": prog.epoch, "step": prog.step, "lr": lr, "train_loss": loss_sum / max(epoch_steps, 1)}
         is_best = False
         if self.data.eval_loader is not None and (prog.epoch % self.cfg.checkpoint.eval_every == 0 or last):
+            share_rank0_buffers(self.model)  # evaluate the weights rank 0 exports, BatchNorm statistics included
+            if self.ema is not None:
+                share_rank0_buffers(self.ema.module)
             res = evaluate(self.model, self.data.eval_loader, self.dist.device, self.amp_dtype)
             self.last_eval = res
             row.update(top1=res.top1, top5=res.top5, val_loss=res.loss)
