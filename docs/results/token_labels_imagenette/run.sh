@@ -6,7 +6,7 @@ set -euo pipefail
 OUT=${1:?scratch folder}
 SRC=${SRC:-/work/shared/data/imagenette2-224}
 HERE=$(cd "$(dirname "$0")" && pwd)
-TEACHER_PER_CLASS=${TEACHER_PER_CLASS:-150}
+TEACHER_PER_CLASS=${TEACHER_PER_CLASS:-100}
 STUDENT_PER_CLASS=${STUDENT_PER_CLASS:-50}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-8}
@@ -17,25 +17,29 @@ log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 log "shrink: short side 112 px (the models see 64 and 96 px)"
 python "$HERE/shrink.py" "$SRC" "$OUT/img112" 112
 # Subsets: the first N files (sorted) of every class; the student's images are among the teacher's.
-for split in teacher:$TEACHER_PER_CLASS student:$STUDENT_PER_CLASS; do
-  name=${split%%:*}; n=${split##*:}
-  if [ ! -d "$OUT/$name/train" ]; then
-    for c in "$OUT"/img112/train/*/; do
-      mkdir -p "$OUT/$name/train/$(basename "$c")"
-      ls "$c" | sort | head -n "$n" | while read -r f; do ln -s "$c$f" "$OUT/$name/train/$(basename "$c")/$f"; done
-    done
-    ln -s "$OUT/img112/val" "$OUT/$name/val"
-  fi
-done
+python - "$OUT" "$TEACHER_PER_CLASS" "$STUDENT_PER_CLASS" <<'PY'
+import sys
+from pathlib import Path
+out, sizes = Path(sys.argv[1]), {"teacher": int(sys.argv[2]), "student": int(sys.argv[3])}
+for name, n in sizes.items():
+    for c in sorted((out / "img112" / "train").iterdir()):
+        (out / name / "train" / c.name).mkdir(parents=True, exist_ok=True)
+        for f in sorted(c.iterdir())[:n]:
+            link = out / name / "train" / c.name / f.name
+            if not link.is_symlink():
+                link.symlink_to(f)
+    if not (out / name / "val").exists():
+        (out / name / "val").symlink_to(out / "img112" / "val")
+PY
 
 common=(--set model.num_classes=10 --set train.progress=false --set train.log_every=10 --set data.workers=0
-        --set checkpoint.eval_every=1000 --set schedule.warmup_epochs=1)
+        --set checkpoint.eval_every=1000 --set schedule.warmup_epochs=1 --set data.eval_batch_size=256)
 t0=$(date +%s)
-log "teacher: timm:test_resnet @96 px, ${TEACHER_PER_CLASS}/class, $TEACHER_EPOCHS epochs, plain labels, no dense loss"
+log "teacher: timm:test_resnet @80 px, ${TEACHER_PER_CLASS}/class, $TEACHER_EPOCHS epochs, plain labels, no dense loss"
 [ -f "$OUT/runs/teacher/result.json" ] || volo train debug --data "$OUT/teacher" --out "$OUT/runs" --name teacher \
-  "${common[@]}" --set model.name=timm:test_resnet --set model.img_size=96 --set token_labels.size=6 \
+  "${common[@]}" --set model.name=timm:test_resnet --set model.img_size=80 --set token_labels.size=5 \
   --set token_labels.mixtoken=false --set token_labels.dense_weight=0 --set schedule.epochs="$TEACHER_EPOCHS" \
-  --set optim.lr_base=0.064 --set train.batch_size=32
+  --set optim.lr_base=0.032 --set train.batch_size=64
 echo "teacher_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
 
 t0=$(date +%s)
@@ -53,7 +57,7 @@ for seed in $SEEDS; do
     log "student $arm seed $seed: volo_tiny @64 px, ${STUDENT_PER_CLASS}/class, $STUDENT_EPOCHS epochs, MixToken"
     [ -f "$OUT/runs/${arm}_s$seed/result.json" ] || volo train debug --data "$OUT/student" --out "$OUT/runs" \
       --name "${arm}_s$seed" "${common[@]}" --set train.seed="$seed" --set schedule.epochs="$STUDENT_EPOCHS" \
-      --set optim.lr_base=0.04 --set train.batch_size=16 "${extra[@]}"
+      --set optim.lr_base=0.04 --set train.batch_size=32 "${extra[@]}"
     echo "${arm}_s${seed}_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
   done
 done
