@@ -41,6 +41,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "schedule.warmup_lr": (["-1e-9"], ["0.0"]),
     "schedule.min_lr": (["-1e-9"], ["0.0"]),
     "schedule.cooldown_epochs": (["-1"], ["0"]),
+    "schedule.shape": (["cosine", "epoch"], ["step", "reference"]),
     "train.batch_size": (["0"], ["1"]),
     "train.accumulation": (["0"], ["1"]),
     "train.amp": (["fp8"], ["bf16", "fp16", "none"]),

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         class_map = imagenet_class_map(scan_image_folder(args.data)[0])
     labelled = len(class_map) if class_map else teacher.num_classes
     if args.topk > labelled:
-        print(f"volo label: --topk {args.topk} clamped to the {labelled} classes labelled", flush=True)
+        what = f"{labelled} classes labelled" if class_map else f"teacher's {labelled} classes"
+        print(f"volo label: --topk {args.topk} clamped to the {what}", flush=True)
         args.topk = labelled
     cfg = GenerateConfig(
         class_map=class_map,
