@@ -11,7 +11,7 @@ import torch
 from volo.data.batch import Batch, identity_transforms
 from volo.data.targets import build_targets
 from volo.models.volo import VoloTrainOutput
-from volo.training.loss import TokenLabelingLoss
+from volo.training.loss import TokenLabelingLoss, blend_ground_truth
 from volo.training.mixtoken import mix_targets
 from volo.training.sparse_targets import (
     build_sparse_targets,
@@ -80,6 +80,8 @@ def test_sparse_loss_and_gradient_equal_the_dense_reference(mixtoken, ground_tru
     lam = 1.0 - 3 * 3 / 16 if mixtoken else None
 
     dense = unmixed = build_targets(batch, K, 0.1, method="dense")
+    if ground_truth:  # per sample, then mixed (the reference's order; see forward_loss)
+        dense = blend_ground_truth(dense)
     if mixtoken:
         dense = mix_targets(dense, lam)
     ref = loss_fn(out, dense)
