@@ -6,9 +6,9 @@ on the compute stream; the compute stream waits for that copy only when it takes
 recorded on the compute stream so the caching allocator never reuses their memory early. On any other device it
 is a plain `Batch.to`, so CPU runs and tests see the exact same batches.
 
-Training uses it on the PyTorch loader path only: DALI and nvJPEG already hand out batches on the GPU (their own
-pipelines overlap decoding), and their saved reader position counts the batches they handed out, which a read-ahead
-would shift by one. Evaluation (`volo.training.evaluate`) uses it for every loader: batches already on the device
+In training the PyTorch loader (`volo.data.torch_loader`) wraps its DataLoader in it and counts its position in
+the batches it hands out, so the read-ahead never shifts a saved position; DALI and nvJPEG hand out batches on the
+GPU already (their own pipelines overlap decoding). Evaluation (`volo.training.evaluate`) uses it for every loader: batches already on the device
 pass through.
 """
 
