@@ -8,8 +8,8 @@ is a plain `Batch.to`, so CPU runs and tests see the exact same batches.
 
 In training the PyTorch loader (`volo.data.torch_loader`) wraps its DataLoader in it and counts its position in
 the batches it hands out, so the read-ahead never shifts a saved position; DALI and nvJPEG hand out batches on the
-GPU already (their own pipelines overlap decoding). Evaluation (`volo.training.evaluate`) uses it for every loader: batches already on the device
-pass through.
+GPU already (their own pipelines overlap decoding). Evaluation (`volo.training.evaluate`) uses it for every
+loader: batches already on the device pass through.
 """
 
 from __future__ import annotations
