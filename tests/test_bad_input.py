@@ -263,7 +263,9 @@ def test_resume_auto_skips_a_malicious_newest_checkpoint(evil, tmp_path: Path):
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
     cfg = load_config("debug", [*TINY, "train.batch_size=8"])
-    good = TrainingCheckpoint({"w": torch.zeros(1)}, {}, Progress(step=3), cfg.to_dict(), 1)
+    good = TrainingCheckpoint(
+        {"w": torch.zeros(1)}, {"state": {}, "param_groups": []}, Progress(step=3), cfg.to_dict(), 1
+    )
     torch.save(good.to_dict(), ckpts / "step000000003.pt")
     os.link(path, ckpts / "step000000099.pt")
     with pytest.warns(UserWarning, match=f"Skipping damaged checkpoint {ckpts / 'step000000099.pt'}"):

@@ -94,7 +94,7 @@ def test_resume_auto_skips_damaged_newest(tmp_path):
     assert path.name == "epoch0001_step000000010.pt" and found.progress.step == 10
     assert any("epoch0002_step000000020.pt" in str(w.message) for w in caught)
     assert resolve_resume("auto", tmp_path / "nothing") is None
-    with pytest.raises(VoloError, match="damaged or not a volo checkpoint"):
+    with pytest.raises(VoloError, match="does not match its recorded SHA-256.*damaged"):
         load_checkpoint(newest)
 
 

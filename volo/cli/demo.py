@@ -74,7 +74,7 @@ def _train(recipe_overrides: list[str], out: Path, name: str, data: Path, progre
         f"train.progress={str(progress).lower()}",
         *recipe_overrides,
     ]
-    return train(load_config("debug", overrides))
+    return train(load_config("debug", overrides), overwrite=True)  # a rerun of the demo starts each stage afresh
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`volo train RECIPE [--set section.key=value ...] [--resume auto|PATH] [--data DIR] [--out DIR]`.
+"""`volo train RECIPE [--set section.key=value ...] [--resume auto|PATH] [--overwrite] [--data DIR] [--out DIR]`.
 
 Launch under torchrun for several processes: `torchrun --nproc-per-node 8 -m volo.cli.main train d1_224 ...`.
 Exit codes (one per outcome, see volo/training/signals.py): 0 finished, 3 stopped by a signal after a checkpoint
@@ -37,6 +37,17 @@ def register(subparsers) -> None:
         metavar="auto|PATH",
         help="'auto': continue from the newest valid checkpoint of the run folder; or a checkpoint path",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start the run folder again from scratch: deletes its checkpoints, metrics and weights (without "
+        "--resume, an existing run folder is refused)",
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even though the config differs from the checkpoint's (a warning instead of an error)",
+    )
     p.add_argument("--data", default=None, metavar="DIR", help="ImageFolder root with train/ and val/ (data.path)")
     p.add_argument("--out", default=None, metavar="DIR", help="folder for run folders (checkpoint.output_dir)")
     p.add_argument("--name", default=None, help="run folder name (checkpoint.run_name; default: the recipe name)")
@@ -66,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         try:
-            result = train(cfg, resume=args.resume)
+            result = train(
+                cfg, resume=args.resume, overwrite=args.overwrite, allow_config_change=args.allow_config_change
+            )
         except VoloError as err:  # the run started and failed (a dead peer, a failed save, NaN steps): exit 1
             print(f"volo train: error: {err}", file=sys.stderr, flush=True)
             return EXIT_FAILED

@@ -136,17 +136,10 @@ def build_timm_teacher(
 
 def save_timm_weights(net: TimmTeacherNet, path: str | Path, extra: dict | None = None) -> Path:
     """`path`.safetensors with timm's own key names, and `path`.json with the architecture and `extra`."""
-    from safetensors.torch import save_file
+    from volo.models.weights import write_safetensors  # atomic, like every weights export
 
-    path = Path(path).with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.model.state_dict().items()}
-    tmp = path.with_suffix(".safetensors.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.replace(path)
     meta = {"arch": net.arch.to_dict(), "variant": None, **(extra or {})}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    return path
+    return write_safetensors(net.model.state_dict(), path, meta)
 
 
 def timm_meta(path: str | Path) -> dict | None:

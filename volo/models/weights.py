@@ -195,17 +195,32 @@ def load_weights(
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    """Write `path` (.safetensors) and, beside it, `path.with_suffix('.json')` with the architecture."""
-    from safetensors.torch import save_file
+    """Write `path` (.safetensors) and, beside it, `path.with_suffix('.json')` with the architecture.
+
+    Both are written atomically (`volo.atomic`): a full disk leaves the previous files whole and raises `OSError`
+    (safetensors' own writer would raise `SafetensorError`). Weights holding a NaN or an infinity are refused.
+    """
+    meta = {"arch": model.arch.to_dict(), "variant": identify_variant(model.arch), **(extra or {})}
+    return write_safetensors(model.state_dict(), path, meta)
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: str | Path, meta: dict) -> Path:
+    """`path`.safetensors and `path`.json, each atomic (a full disk: `OSError`, the previous files whole); refuses
+    tensors holding NaN or inf."""
+    from safetensors.torch import save
+
+    from volo.atomic import atomic_write_bytes, atomic_write_text
 
     path = Path(path).with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".safetensors.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.replace(path)
-    meta = {"arch": model.arch.to_dict(), "variant": identify_variant(model.arch), **(extra or {})}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise VoloError(
+            f"Not writing {path}: the weights hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]}); "
+            "training diverged: lower optim.lr_base or set train.clip_grad, and resume from a checkpoint."
+        )
+    atomic_write_bytes(save(tensors, metadata={"format": "pt"}), path)
+    atomic_write_text(json.dumps(meta, indent=2) + "\n", path.with_suffix(".json"))
     return path
 
 

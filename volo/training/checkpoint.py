@@ -4,10 +4,13 @@ Layout inside `<run>/checkpoints/`:
     epoch0003_step000000120.pt   end of an epoch (epoch numbers are 1-based: "3 epochs done")
     step000000130.pt             inside an epoch (checkpoint.every_steps)
     best.pt                      hard link to (or copy of) the best epoch checkpoint
+    <name>.pt.sha256             the SHA-256 of each of the above (`checkpoint_integrity.py`)
     latest                       text file naming the newest checkpoint
 Each file is a dict of tensors and plain types (see `TrainingCheckpoint`), written to a temp file in the same folder,
 flushed and fsynced, renamed over the target with `os.replace`, and the folder fsynced: a crash leaves either the old
-or the new file, never half of one. Everything is read back with `torch.load(weights_only=True)`.
+or the new file, never half of one. Everything is read back with `torch.load(weights_only=True)`, after its checksum
+is verified; a file that fails either, or holds a field of the wrong type, is damaged: resume skips it with a
+warning and pruning never counts it as one of the `keep_last` kept.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volo.atomic import atomic_write, atomic_write_text, fsync_dir
+from volo.atomic import atomic_write, atomic_write_text, fsync_dir, remove_orphan_temps
 from volo.errors import VoloError
 from volo.safe_load import safe_torch_load
+from volo.training.checkpoint_integrity import check_fields, checksum_path, verify_checksum, write_checksum
 from volo.training.checkpoint_names import EPOCH_RE, checkpoint_name, step_of
 
 FORMAT = "volo-train-checkpoint"
@@ -47,6 +51,10 @@ class Progress:
     """Steps skipped because the loss was NaN or infinite."""
     best_top1: float = -1.0
     best_epoch: int = -1
+    epoch_loss_sum: float = 0.0
+    """Sum of this epoch's step losses so far (mean over ranks), so the epoch's train_loss survives a resume."""
+    epoch_steps: int = 0
+    """Steps of `epoch` done so far (the divisor of `epoch_loss_sum`)."""
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -95,6 +103,7 @@ class TrainingCheckpoint:
         missing = [k for k in REQUIRED if k not in d]
         if missing or d.get("format") != FORMAT:
             raise VoloError(f"{source} is not a volo training checkpoint (missing {missing or ['format']}).")
+        check_fields(d, source)
         if d["version"] > VERSION:
             raise VoloError(f"{source} was written by a newer volo (format {d['version']}); upgrade volo to resume.")
         return cls(
@@ -102,7 +111,7 @@ class TrainingCheckpoint:
             optimizer=d["optimizer"],
             progress=Progress.from_dict(d["progress"]),
             config=d["config"],
-            world_size=int(d["world_size"]),
+            world_size=d["world_size"],
             ema=d.get("ema"),
             scaler=d.get("scaler"),
             rng=list(d.get("rng") or []),
@@ -130,27 +139,32 @@ def unpack_loader_state(state: dict) -> dict:
 
 
 # -- atomic file writes ---------------------------------------------------------------------------------------
-def atomic_torch_save(obj, path: str | Path) -> Path:
-    """torch.save, atomically (`volo.atomic`)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+def atomic_torch_save(obj, path: str | Path, checksum: bool = False) -> Path:
+    """torch.save, atomically (`volo.atomic`); with `checksum`, its `.sha256` is written before it appears."""
+    path = Path(path)
+    record = (lambda tmp: write_checksum(tmp, path)) if checksum else None
+    return atomic_write(path, lambda f: torch.save(obj, f), before_replace=record)
 
 
 # -- the checkpoint folder ----------------------------------------------------------------------------------
 class CheckpointManager:
-    """Writes, prunes and finds the checkpoints of one run folder."""
+    """Writes, prunes and finds the checkpoints of one run folder (rank 0 writes; it holds the run-folder lock)."""
 
     def __init__(self, directory: str | Path, keep_last: int = 3, milestones: list[int] | tuple[int, ...] = ()):
         self.dir = Path(directory)
         self.keep_last = keep_last
         self.milestones = set(milestones)
+        self._good: set[str] = set()
+        """Names verified whole in this process (written by it, or checked once), not checked again."""
 
     def save(self, ckpt: TrainingCheckpoint, epoch_end: bool, is_best: bool = False) -> Path:
-        """Write `ckpt`, update `latest` (and `best.pt`), prune old ones. Returns the file written."""
-        path = atomic_torch_save(ckpt.to_dict(), self.dir / checkpoint_name(ckpt.progress, epoch_end))
+        """Write `ckpt` and its checksum, update `latest` (and `best.pt`), prune old ones. Returns the file written."""
+        path = atomic_torch_save(ckpt.to_dict(), self.dir / checkpoint_name(ckpt.progress, epoch_end), checksum=True)
+        self._good.add(path.name)
         atomic_write_text(path.name + "\n", self.dir / "latest")
         if is_best:
             self._link_best(path)
-        self.prune()
+        self.prune(path)
         return path
 
     def _link_best(self, path: Path) -> None:
@@ -161,6 +175,8 @@ class CheckpointManager:
             os.link(path, tmp)
         except OSError:
             shutil.copyfile(path, tmp)
+        shutil.copyfile(checksum_path(path), checksum_path(tmp))
+        os.replace(checksum_path(tmp), checksum_path(best))
         os.replace(tmp, best)
         fsync_dir(self.dir)
 
@@ -169,21 +185,54 @@ class CheckpointManager:
         files = [p for p in self.dir.glob("*.pt") if p.name != "best.pt" and not p.name.startswith(".")]
         return sorted(files, key=lambda p: (step_of(p), p.name.startswith("epoch")), reverse=True)
 
-    def prune(self) -> list[Path]:
-        """Delete all but the newest `keep_last` regular checkpoints; milestone epochs are kept."""
-        removed = []
-        regular = [p for p in self.candidates() if not self._is_milestone(p)]
-        for p in regular[self.keep_last :]:
-            p.unlink(missing_ok=True)
+    def is_good(self, path: Path) -> bool:
+        """Whether `path` is a whole checkpoint: its checksum matches (or, without one, it loads with valid fields)."""
+        if path.name in self._good:
+            return True
+        try:
+            if verify_checksum(path) is None:
+                load_checkpoint(path)
+        except (VoloError, OSError):
+            return False
+        self._good.add(path.name)
+        return True
+
+    def prune(self, written: Path | None = None) -> list[Path]:
+        """Keep the newest `keep_last` good checkpoints (milestone epochs too); delete the others by content.
+
+        A file named after a later step than `written` (the checkpoint just saved) belongs to a timeline this run
+        left (it resumed from an earlier checkpoint, e.g. because that one was damaged) and is deleted with a
+        warning; a damaged file never counts as kept. Orphan temp files of killed saves go too.
+        """
+        current = step_of(written) if written is not None else None
+        removed, kept = [], 0
+        for p in self.candidates():
+            stale = current is not None and step_of(p) > current
+            if stale or not self.is_good(p):
+                why = "newer than this run's position" if stale else "damaged"
+                warnings.warn(f"Removing checkpoint {p} ({why}).", stacklevel=2)
+            elif self._is_milestone(p) or kept < self.keep_last:
+                kept += not self._is_milestone(p)
+                continue
+            self._remove(p)
             removed.append(p)
+        for orphan in self.dir.glob("*.pt.sha256"):
+            if not orphan.with_name(orphan.name[: -len(".sha256")]).exists():
+                orphan.unlink(missing_ok=True)
+        remove_orphan_temps(self.dir)
         return removed
+
+    def _remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        checksum_path(path).unlink(missing_ok=True)
+        self._good.discard(path.name)
 
     def _is_milestone(self, path: Path) -> bool:
         m = EPOCH_RE.match(path.name)
         return bool(m) and int(m.group(1)) in self.milestones
 
     def latest_valid(self) -> tuple[Path, TrainingCheckpoint] | None:
-        """The newest checkpoint that loads and is complete; damaged ones are skipped with a warning naming them."""
+        """The newest checkpoint that verifies, loads and is complete; damaged ones are skipped with a warning."""
         order = self.candidates()  # `latest` names order[0]; scanning also survives a lost pointer
         from volo.training.faults import dangling_latest_warning
 
@@ -191,9 +240,12 @@ class CheckpointManager:
             warnings.warn(note, stacklevel=2)
         for path in order:
             try:
-                return path, load_checkpoint(path)
+                found = path, load_checkpoint(path)
             except VoloError as err:
                 warnings.warn(f"Skipping damaged checkpoint {path}: {err}", stacklevel=2)
+                continue
+            self._good.add(path.name)
+            return found
         return None
 
 
@@ -202,6 +254,9 @@ def load_checkpoint(path: str | Path) -> TrainingCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise VoloError(f"Checkpoint {path} does not exist; pass --resume auto or the path of a .pt checkpoint.")
+    if verify_checksum(path) is None:
+        note = f"{path} has no checksum file beside it (written by an older volo?); loading it unverified."
+        warnings.warn(note, stacklevel=2)
     obj = safe_torch_load(path, "it is damaged or not a volo checkpoint.")  # names a refused pickled global
     if not isinstance(obj, dict):
         raise VoloError(f"{path} is not a volo training checkpoint (it holds a {type(obj).__name__}).")

@@ -193,13 +193,31 @@ class SaveFailure:
 
 
 def save_failure_error(failure: SaveFailure) -> VoloError:
-    kept = (
-        f"the previous checkpoint {failure.previous} is intact" if failure.previous else "no earlier checkpoint exists"
-    )
+    what = "weights file" if failure.target.endswith(".safetensors") else "checkpoint"
+    kept = f"the previous {what} {failure.previous} is intact" if failure.previous else f"no earlier {what} exists"
     return VoloError(
-        f"Could not write checkpoint {failure.target} ({failure.reason}); {kept}. Free disk space or fix the "
+        f"Could not write {what} {failure.target} ({failure.reason}); {kept}. Free disk space or fix the "
         "folder's permissions (checkpoint.output_dir), then relaunch with --resume auto."
     )
+
+
+def write_together(write, target: Path | str, previous: Path | str | None) -> Path | None:
+    """Rank 0 calls `write()` (other ranks pass None); every rank returns its path together, or the same VoloError.
+
+    Writes are atomic, so a failure (no space, permission denied, read-only file system; torch's and safetensors'
+    own errors for these are turned back into the `OSError` by `volo.atomic`) leaves `previous` untouched.
+    """
+    failure, path = None, None
+    if write is not None:
+        try:
+            path = write()
+        except OSError as err:
+            reason = f"{type(err).__name__}: {err.strerror or err}"
+            failure = SaveFailure(str(target), reason, str(previous) if previous else None)
+    failure, written = broadcast_object((failure, str(path) if path is not None else None))
+    if failure is not None:
+        raise save_failure_error(failure)
+    return Path(written) if written else None
 
 
 def save_checkpoint_together(manager, ckpt, epoch_end: bool, is_best: bool = False) -> Path | None:
@@ -208,19 +226,11 @@ def save_checkpoint_together(manager, ckpt, epoch_end: bool, is_best: bool = Fal
     `manager` is a `volo.training.checkpoint.CheckpointManager`; a write is atomic, so a failure (no space,
     permission denied, read-only file system) leaves the previous checkpoint and the `latest` pointer untouched.
     """
-    failure, path = None, None
-    if ckpt is not None:
-        previous = next(iter(manager.candidates()), None) if manager.dir.is_dir() else None
-        target = manager.dir / checkpoint_name(ckpt.progress, epoch_end)
-        try:
-            path = manager.save(ckpt, epoch_end=epoch_end, is_best=is_best)
-        except OSError as err:
-            reason = f"{type(err).__name__}: {err.strerror or err}"
-            failure = SaveFailure(str(target), reason, str(previous) if previous else None)
-    failure, written = broadcast_object((failure, str(path) if path is not None else None))
-    if failure is not None:
-        raise save_failure_error(failure)
-    return Path(written) if written else None
+    if ckpt is None:
+        return write_together(None, "", None)
+    previous = next((p for p in manager.candidates() if manager.is_good(p)), None) if manager.dir.is_dir() else None
+    target = manager.dir / checkpoint_name(ckpt.progress, epoch_end)
+    return write_together(lambda: manager.save(ckpt, epoch_end=epoch_end, is_best=is_best), target, previous)
 
 
 def dangling_latest_warning(directory: Path) -> str | None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
+
+from volo.atomic import atomic_write_text
 
 
 class MetricsLog:
@@ -82,3 +85,34 @@ def write_per_class(path: str | Path, class_names: list[str], confusion) -> list
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def drop_rows_after(directory: Path, step: int, epoch: int) -> int:
+    """Rewrite steps.* keeping rows with step <= `step` and epochs.* keeping rows with epoch <= `epoch`.
+
+    A resumed run redoes the steps after its checkpoint; their old rows (written before a crash, or before a fall
+    back past a damaged checkpoint) would otherwise appear twice. Returns the number of rows dropped.
+    """
+    dropped = 0
+    for name, key, last in (("steps", "step", step), ("epochs", "epoch", epoch)):
+        jsonl = Path(directory) / f"{name}.jsonl"
+        rows = read_jsonl(jsonl)
+        keep = [r for r in rows if isinstance(r.get(key), int) and r[key] <= last]
+        if len(keep) == len(rows):
+            continue
+        dropped += len(rows) - len(keep)
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), jsonl)
+        csv_path = jsonl.with_suffix(".csv")
+        if keep:
+            fields = list(dict.fromkeys(k for r in keep for k in r))
+            if csv_path.is_file():
+                with csv_path.open() as f:
+                    fields = f.readline().strip().split(",") or fields
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(fields)
+            writer.writerows([r.get(k, "") for k in fields] for r in keep)
+            atomic_write_text(buf.getvalue(), csv_path)
+        else:
+            csv_path.unlink(missing_ok=True)
+    return dropped

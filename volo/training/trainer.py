@@ -7,7 +7,9 @@ writes) -> export weights -> plots.
 
 Run folder `<checkpoint.output_dir>/<run_name>/`: config.yaml, metrics/{steps,epochs}.{jsonl,csv},
 checkpoints/ (see checkpoint.py), weights/{final,best,final_ema}.safetensors (+ .json with the architecture and
-class names), plots/{loss,lr,accuracy}.png, result.json.
+class names), plots/{loss,lr,accuracy}.png, result.json, and `.lock`, held by rank 0 while the run lives
+(`run_folder.py`). A resume drops the metric rows of steps it redoes and refuses a changed config
+(`resume_config.py`) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
+from volo.atomic import remove_orphan_temps
 from volo.distributed.process_group import DistInfo, all_reduce_mean, barrier, init_distributed
+from volo.errors import VoloError
 from volo.labeling.teacher_net import TimmTeacherNet, build_timm_teacher, is_timm_name, save_timm_weights
 from volo.models.registry import create_model
 from volo.models.weights import save_weights
@@ -34,17 +38,27 @@ from volo.training.checkpoint import (
     pack_loader_state,
     resolve_resume,
 )
+from volo.training.checkpoint_integrity import nonfinite
 from volo.training.config import CUDA_GRAPH_MODES, RunConfig, save_config
 from volo.training.config_checks import check_peak_lr, warn_plain_production
 from volo.training.data import TrainData, build_train_data, restore_loader
 from volo.training.ema import ModelEma
 from volo.training.evaluate import EvalResult, evaluate, share_rank0_buffers
-from volo.training.faults import BadStepGuard, check_resume_model, guard_collectives, save_checkpoint_together
+from volo.training.faults import (
+    BadStepGuard,
+    check_resume_model,
+    guard_collectives,
+    save_checkpoint_together,
+    write_together,
+)
+from volo.training.load_timeout import timed
 from volo.training.loggers import RunLoggers, warn_cpu_amp
 from volo.training.loss import TokenLabelingLoss
-from volo.training.metrics import MetricsLog, read_jsonl
+from volo.training.metrics import MetricsLog, drop_rows_after, read_jsonl
 from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_lr
+from volo.training.resume_config import check_resume_config
 from volo.training.rng import capture_rng, restore_rng, seed_everything
+from volo.training.run_folder import claim_run_folder
 from volo.training.schedule import build_schedule, total_epochs
 from volo.training.signals import StopFlag, StopVote
 from volo.training.speed import speed_settings
@@ -89,16 +103,26 @@ def run_dir_of(cfg: RunConfig) -> Path:
     return Path(cfg.checkpoint.output_dir) / (cfg.checkpoint.run_name or cfg.recipe)
 
 
-def train(cfg: RunConfig, resume: str | None = None) -> RunResult:
-    """Train as `cfg` says; `resume` is None, 'auto' (newest valid checkpoint of the run folder) or a path."""
+def train(
+    cfg: RunConfig, resume: str | None = None, overwrite: bool = False, allow_config_change: bool = False
+) -> RunResult:
+    """Train as `cfg` says; `resume` is None, 'auto' (newest valid checkpoint of the run folder) or a path.
+
+    Without `resume` an existing run folder is refused unless `overwrite` (which deletes its outputs first); a
+    resume whose config differs from the checkpoint's is refused unless `allow_config_change`.
+    """
     cfg.validate()
     dist = init_distributed()  # the group stays up for the caller (`volo train` tears it down)
     stop = StopFlag()
+    lock = None
     try:
         # a peer that stops answering -> VoloError naming its rank
         with speed_settings(cfg.train.deterministic), guard_collectives(dist):
-            return _Run(cfg, dist, stop).run(resume)
+            lock = claim_run_folder(run_dir_of(cfg), dist, fresh=not resume, overwrite=overwrite)
+            return _Run(cfg, dist, stop).run(resume, allow_config_change)
     finally:
+        if lock is not None:
+            lock.release()
         stop.restore()
 
 
@@ -204,17 +228,22 @@ class _Run:
         )
 
     # -- the run --------------------------------------------------------------------------------------------
-    def run(self, resume: str | None) -> RunResult:
+    def run(self, resume: str | None, allow_config_change: bool = False) -> RunResult:
         warn_cpu_amp(self.cfg, self.dist.device)  # before config.yaml is written: it records what runs
         found = resolve_resume(resume, self.run_dir / "checkpoints")
         self.setup(resuming=found is not None)
         if found is not None:
-            self.load(found[1], found[0])
+            path, saved = found
+            self.load(saved, path)  # another model: refused here, naming what the checkpoint holds
+            check_resume_config(saved.config, saved.world_size, self.cfg, self.dist, path, allow_config_change)
         self.wrap()
         self.vote = StopVote(self.stop, self.dist.distributed, self.dist.backend)
         if self.main:
             save_config(self.cfg, self.run_dir / "config.yaml")
             (self.run_dir / "metrics").mkdir(parents=True, exist_ok=True)
+            # rows of steps after the checkpoint (a crash, or a fall back past a damaged one) are redone: drop them
+            drop_rows_after(self.run_dir / "metrics", self.progress.step, self.progress.epoch)
+            remove_orphan_temps(self.run_dir / "weights")
         barrier()
         self.loggers = RunLoggers(self.run_dir, self.cfg, self.main)  # TensorBoard / W&B when asked for
         steps_log = MetricsLog(self.run_dir / "metrics", "steps", self.main, sink=self.loggers.log)
@@ -245,10 +274,14 @@ class _Run:
         self.last_eval: EvalResult | None = None
         while prog.epoch < last_epoch and prog.step < max_steps:
             loader.set_epoch(prog.epoch)  # keeps a restored position inside this epoch
-            batches = iter(loader)  # on the device: pytorch copies one batch ahead, dali / nvjpeg decode there
+            # on the device: pytorch copies one batch ahead, dali / nvjpeg decode there; a batch that never comes
+            # (a FIFO in the data, a hung mount) -> VoloError after VOLO_LOAD_TIMEOUT_S
+            batches = timed(loader, "training")
             bar = self.step_log.bar(self.data.steps_per_epoch)
             sums = torch.zeros(4, device=dev)  # loss, cls, tokens, skipped since the last log
-            epoch_loss, epoch_steps = torch.zeros((), device=dev), 0  # this epoch's loss sum (this rank) and steps
+            # this epoch's loss sum (this rank; a resume starts from the checkpoint's mean over ranks) and steps
+            self.epoch_loss = torch.full((), prog.epoch_loss_sum, device=dev)
+            self.epoch_steps = prog.epoch_steps
             since, t0, micro, stopped = 0, time.perf_counter(), [], False
             lr, stats = self.schedule(prog.step), None
             for batch in batches:
@@ -266,8 +299,8 @@ class _Run:
                 prog.epoch_consumed += gb
                 prog.images_seen += gb
                 sums += stats.parts
-                epoch_loss += stats.parts[0]
-                epoch_steps += 1
+                self.epoch_loss += stats.parts[0]
+                self.epoch_steps += 1
                 since += 1
                 if bar is not None:
                     bar.update(1)
@@ -294,7 +327,7 @@ class _Run:
                     pass
             if epoch_done:
                 last = prog.epoch + 1 >= last_epoch or prog.step >= max_steps
-                self.end_epoch(epoch_loss, epoch_steps, lr, last)
+                self.end_epoch(lr, last)
             else:
                 self.save(epoch_end=False)
             if stopped:  # interrupted unless that was the last step anyway
@@ -302,27 +335,28 @@ class _Run:
         return False
 
     # -- epoch end: eval, log, checkpoint -------------------------------------------------------------------
-    def end_epoch(self, epoch_loss: torch.Tensor, epoch_steps: int, lr: float, last: bool) -> None:
+    def end_epoch(self, lr: float, last: bool) -> None:
         prog = self.progress
         prog.epoch += 1
         prog.epoch_consumed = 0
-        loss_sum = all_reduce_mean(epoch_loss.reshape(1)).item()  # every rank ran the same steps
-        row = {"epoch": prog.epoch, "step": prog.step, "lr": lr, "train_loss": loss_sum / max(epoch_steps, 1)}
+        loss_sum = all_reduce_mean(self.epoch_loss.reshape(1)).item()  # every rank ran the same steps
+        row = {"epoch": prog.epoch, "step": prog.step, "lr": lr, "train_loss": loss_sum / max(self.epoch_steps, 1)}
+        prog.epoch_loss_sum, prog.epoch_steps = 0.0, 0
         is_best = False
         if self.data.eval_loader is not None and (prog.epoch % self.cfg.checkpoint.eval_every == 0 or last):
             share_rank0_buffers(self.model)  # evaluate the weights rank 0 exports, BatchNorm statistics included
             if self.ema is not None:
                 share_rank0_buffers(self.ema.module)
-            res = evaluate(self.model, self.data.eval_loader, self.dist.device, self.amp_dtype)
+            res = evaluate(self.model, timed(self.data.eval_loader, "evaluation"), self.dist.device, self.amp_dtype)
             self.last_eval = res
             row.update(top1=res.top1, top5=res.top5, val_loss=res.loss)
             if self.ema is not None:
-                ema_res = evaluate(self.ema.module, self.data.eval_loader, self.dist.device, self.amp_dtype)
+                ema_loader = timed(self.data.eval_loader, "evaluation")
+                ema_res = evaluate(self.ema.module, ema_loader, self.dist.device, self.amp_dtype)
                 row.update(ema_top1=ema_res.top1, ema_top5=ema_res.top5)
             if res.top1 > prog.best_top1:
                 prog.best_top1, prog.best_epoch, is_best = res.top1, prog.epoch, True
-                if self.main:
-                    self.export("best", self.model, {"epoch": prog.epoch, "top1": res.top1, "top5": res.top5})
+                self.export("best", self.model, {"epoch": prog.epoch, "top1": res.top1, "top5": res.top5})
         row["skipped_steps"] = prog.skipped_steps
         self.epoch_log.write(row)
         if self.main:
@@ -333,7 +367,15 @@ class _Run:
         self.save(epoch_end=True, is_best=is_best)
 
     def save(self, epoch_end: bool, is_best: bool = False) -> Path | None:
-        """Gather every rank's RNG state; rank 0 writes the checkpoint (a failed write: VoloError on every rank)."""
+        """Gather every rank's RNG state; rank 0 writes the checkpoint (a failed write: VoloError on every rank).
+
+        Weights holding a NaN or an infinity are never written: every rank raises the same VoloError instead.
+        """
+        self.refuse_nonfinite()
+        prog = self.progress
+        if not epoch_end:  # the epoch's running loss, so that its train_loss survives a resume
+            prog.epoch_loss_sum = all_reduce_mean(self.epoch_loss.detach().reshape(1).clone()).item()
+            prog.epoch_steps = self.epoch_steps
         rng = capture_rng()
         rng["mixtoken"] = self.mix_rng.bit_generator.state
         mine = {"rng": rng, "loader": pack_loader_state(self.data.train_loader.state_dict())}  # DALI: a bytes blob
@@ -358,21 +400,38 @@ class _Run:
             )
         return save_checkpoint_together(self.ckpts, ckpt, epoch_end=epoch_end, is_best=is_best)
 
+    def refuse_nonfinite(self) -> None:
+        bad = nonfinite(self.model.state_dict())
+        if self.ema is not None:
+            bad += [f"ema.{k}" for k in nonfinite(self.ema.state_dict())]
+        if bad:
+            newest = next((p for p in self.ckpts.candidates() if self.ckpts.is_good(p)), None)
+            kept = f"the newest checkpoint {newest} holds finite weights" if newest else "no checkpoint was written"
+            raise VoloError(
+                f"The weights became non-finite by step {self.progress.step} ({len(bad)} tensors hold NaN or inf, "
+                f"e.g. {bad[0]}); nothing was written and {kept}. Lower optim.lr_base or schedule.warmup_lr, set "
+                "train.clip_grad, then resume with --resume auto (or --resume a checkpoint)."
+            )
+
     def _position_state(self) -> dict:
         """Where the epoch stands, from `Progress`, over all ranks (each rank's own loader position: `loader`)."""
         return {"epoch": self.progress.epoch, "consumed": self.progress.epoch_consumed, "backend": self.data.backend}
 
     def export(self, name: str, module: torch.nn.Module, extra: dict) -> Path:
+        """Rank 0 writes weights/<name>.safetensors atomically; a failed write is the same VoloError on every rank."""
         meta = {"classes": self.data.classes, "recipe": self.cfg.recipe, "step": self.progress.step, **extra}
+        target = self.run_dir / "weights" / f"{name}.safetensors"
         save = save_timm_weights if isinstance(module, TimmTeacherNet) else save_weights
-        return save(module, self.run_dir / "weights" / name, extra=meta)
+        write = (lambda: save(module, target, extra=meta)) if self.main else None
+        return write_together(write, target, target if target.is_file() else None) or target
 
     # -- the end --------------------------------------------------------------------------------------------
     def finish(self, interrupted: bool) -> RunResult:
         prog = self.progress
         final = None if interrupted else self.run_dir / "weights" / "final.safetensors"
         ema_path = None
-        if self.main and not interrupted:  # "final" only for a run that finished
+        if not interrupted:  # "final" only for a run that finished; never non-finite weights
+            self.refuse_nonfinite()
             final = self.export("final", self.model, {"epoch": prog.epoch})
             if self.ema is not None:
                 ema_path = self.export("final_ema", self.ema.module, {"epoch": prog.epoch})
