@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from typing import TYPE_CHECKING
@@ -18,6 +17,13 @@ if TYPE_CHECKING:
 
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
+MAX_LR = 1.0
+"""optim.lr_base, schedule.warmup_lr and min_lr above this make AdamW's first update blow the weights up."""
+MAX_IMG_SIZE = 2048
+MAX_WORKERS = 256
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")
+RUN_NAME_RULE = "1-200 letters, digits or ._+=@- (starting with a letter or digit; no '/', no '..')"
+
 
 def _check(ok: bool, key: str, rule: str, value) -> None:
     if not ok:
@@ -27,11 +33,16 @@ def _check(ok: bool, key: str, rule: str, value) -> None:
 def validate(cfg: RunConfig) -> None:
     """Raise a one-line VoloError naming the first out-of-range value and its allowed range."""
     m, d, t, o, s, tr, c = cfg.model, cfg.data, cfg.token_labels, cfg.optim, cfg.schedule, cfg.train, cfg.checkpoint
-    _check(m.img_size > 0 and m.img_size % 16 == 0, "model.img_size", "a positive multiple of 16", m.img_size)
+    _check(
+        16 <= m.img_size <= MAX_IMG_SIZE and m.img_size % 16 == 0,
+        "model.img_size",
+        f"a positive multiple of 16 up to {MAX_IMG_SIZE}",
+        m.img_size,
+    )
     _check(m.num_classes >= 1, "model.num_classes", ">= 1", m.num_classes)
     _check(0 <= m.drop_path_rate < 1, "model.drop_path_rate", "in [0, 1)", m.drop_path_rate)
     _check(0 <= m.drop_rate < 1, "model.drop_rate", "in [0, 1)", m.drop_rate)
-    _check(d.workers >= 0, "data.workers", ">= 0", d.workers)
+    _check(0 <= d.workers <= MAX_WORKERS, "data.workers", f"in [0, {MAX_WORKERS}]", d.workers)
     if d.loader not in BACKENDS:
         raise VoloError(f"Config value data.loader={d.loader!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     dev = d.loader_device
@@ -44,7 +55,8 @@ def validate(cfg: RunConfig) -> None:
     _check(0 <= d.reprob <= 1, "data.reprob", "in [0, 1]", d.reprob)
     _check(0 <= d.hflip <= 1, "data.hflip", "in [0, 1]", d.hflip)
     _check(0 < d.scale_min <= 1, "data.scale_min", "in (0, 1]", d.scale_min)
-    _check(d.eval_crop_pct is None or 0 < d.eval_crop_pct <= 2, "data.eval_crop_pct", "in (0, 2]", d.eval_crop_pct)
+    crop = d.eval_crop_pct
+    _check(crop is None or 0.5 <= crop <= 2, "data.eval_crop_pct", "null or in [0.5, 2] (resize = img_size/crop)", crop)
     _check(d.eval_batch_size >= 1, "data.eval_batch_size", ">= 1", d.eval_batch_size)
     for key in ("max_train_images", "max_val_images"):
         _check(getattr(d, key) is None or getattr(d, key) >= 1, f"data.{key}", ">= 1 or null", getattr(d, key))
@@ -53,14 +65,14 @@ def validate(cfg: RunConfig) -> None:
     _check(t.dense_weight >= 0, "token_labels.dense_weight", ">= 0", t.dense_weight)
     _check(t.cls_weight >= 0, "token_labels.cls_weight", ">= 0", t.cls_weight)
     _check(0 <= t.label_smoothing < 1, "token_labels.label_smoothing", "in [0, 1)", t.label_smoothing)
-    _check(o.lr_base > 0 and math.isfinite(o.lr_base), "optim.lr_base", "a positive number", o.lr_base)
+    _check(0 < o.lr_base <= MAX_LR, "optim.lr_base", f"a positive number up to {MAX_LR}", o.lr_base)
     _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", o.betas)
-    _check(o.eps > 0, "optim.eps", "> 0", o.eps)
+    _check(1e-12 <= o.eps <= 1e-2, "optim.eps", "in [1e-12, 1e-2]", o.eps)
     _check(s.epochs >= 1, "schedule.epochs", ">= 1", s.epochs)
     _check(0 <= s.warmup_epochs <= s.epochs, "schedule.warmup_epochs", f"in [0, epochs={s.epochs}]", s.warmup_epochs)
-    _check(s.warmup_lr >= 0, "schedule.warmup_lr", ">= 0", s.warmup_lr)
-    _check(s.min_lr >= 0, "schedule.min_lr", ">= 0", s.min_lr)
+    _check(0 <= s.warmup_lr <= MAX_LR, "schedule.warmup_lr", f"in [0, {MAX_LR}]", s.warmup_lr)
+    _check(0 <= s.min_lr <= MAX_LR, "schedule.min_lr", f"in [0, {MAX_LR}]", s.min_lr)
     _check(s.cooldown_epochs >= 0, "schedule.cooldown_epochs", ">= 0", s.cooldown_epochs)
     _check(s.shape in ("step", "reference"), "schedule.shape", "step or reference", s.shape)
     _check(tr.batch_size >= 1, "train.batch_size", ">= 1", tr.batch_size)
@@ -77,6 +89,8 @@ def validate(cfg: RunConfig) -> None:
     _check(c.every_steps >= 0, "checkpoint.every_steps", ">= 0", c.every_steps)
     _check(c.eval_every >= 1, "checkpoint.eval_every", ">= 1", c.eval_every)
     _check(all(e >= 1 for e in c.milestones), "checkpoint.milestones", "epochs >= 1", c.milestones)
+    name, key = (c.run_name, "checkpoint.run_name") if c.run_name is not None else (cfg.recipe, "recipe (the run name)")
+    _check(bool(RUN_NAME.fullmatch(name)) and ".." not in name, key, RUN_NAME_RULE, name)
 
 
 def check_peak_lr(cfg: RunConfig, peak_lr: float, global_batch: int) -> None:
