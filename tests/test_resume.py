@@ -119,7 +119,7 @@ def _kill_and_resume(tmp_path, ref, victim):
     assert resumed.returncode == 0
     assert re.search(r"resumed from \S+step0+6\.pt at step 6, epoch 1", out), out  # really loaded, no restart
     logged = [json.loads(x)["step"] for x in steps.read_text().splitlines()]
-    assert logged == [1, 2, 3, 4, 5, 6, 7, 7, 8]  # the resumed process ran steps 7 and 8 only
+    assert logged == [1, 2, 3, 4, 5, 6, 7, 8]  # the resumed process redid step 7 and ran 8; the old row 7 dropped
     assert ref.wait(timeout=120) == 0
     expected = _losses(tmp_path / "runs" / "ref")
     assert sorted(expected) == list(range(1, 9))

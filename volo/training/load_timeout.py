@@ -5,12 +5,14 @@ Every rank, single-process runs included, wraps its loaders in `timed(...)`: bef
 a one-shot `ITIMER_REAL`; if the batch is not there within `VOLO_LOAD_TIMEOUT_S` seconds (default 600) the SIGALRM
 handler raises in the main thread. That interrupts a blocking `open()` or `read()` in the process itself (workers=0:
 the system call fails with EINTR and the handler's exception propagates) as well as the wait for a DataLoader worker,
-and names the file the main thread was opening when there is one. A multi-rank run also has the collective timeout
-and heartbeats (`faults.py`) for a rank that hangs anywhere else.
+and names the file the main thread was opening when there is one. The DataLoader workers (which ignore SIGTERM) are
+SIGKILLed then, since one stuck in `open()` would otherwise block the trainer's exit. A multi-rank run also has the
+collective timeout and heartbeats (`faults.py`) for a rank that hangs anywhere else.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -48,6 +50,18 @@ def _file_in(frame) -> str | None:
     return None
 
 
+def _kill_workers() -> None:
+    """SIGKILL this process's multiprocessing children (DataLoader workers): they ignore SIGTERM (the trainer
+    stops them itself), and one blocked opening a FIFO would otherwise keep the exiting trainer waiting forever."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler raises for a killed worker
+    try:
+        for child in multiprocessing.active_children():
+            child.kill()
+            child.join(timeout=10)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+
+
 def timed(batches: Iterable, what: str, timeout_s: float | None = None) -> Iterator:
     """Yield from `batches`, raising a VoloError when one batch takes longer than `timeout_s` to arrive."""
     limit = load_timeout_s() if timeout_s is None else timeout_s
@@ -70,6 +84,7 @@ def timed(batches: Iterable, what: str, timeout_s: float | None = None) -> Itera
             except StopIteration:
                 return
             except _Expired:
+                _kill_workers()
                 file = f" (it was opening {where['file']})" if where.get("file") else ""
                 raise VoloError(
                     f"The {what} loader produced no batch for {limit:g} s{file}: a file that blocks on open or read "
