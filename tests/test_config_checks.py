@@ -32,6 +32,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "token_labels.dense_weight": (["-0.01"], ["0.0"]),
     "token_labels.cls_weight": (["-0.01"], ["0.0"]),
     "token_labels.label_smoothing": (["1.0", "-0.01"], ["0.0", "0.99"]),
+    "token_labels.public_crop_pct": (["0.0", "2.01"], ["null", "0.01", "2.0"]),
+    "token_labels.class_map": (["wnid"], ["null", "imagenet"]),
     "optim.lr_base": (["0.0", "-1e-3", "inf", "nan", "1e300", "1.01"], ["1e-9", "1.0"]),
     "optim.weight_decay": (["-1e-9"], ["0.0"]),
     "optim.betas": (["[0.9, 1.0]", "[-0.1, 0.9]", "[0.9]"], ["[0.0, 0.999]"]),

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from volo.data.decode import is_image_file, load_rgb
 from volo.data.transforms import Transformed
 from volo.errors import VoloError
+from volo.labeling.public import fold_centre_crop
 from volo.labeling.token_label import LabelSource
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -188,6 +189,9 @@ class ImageFolderDataset(Dataset):
         entry = self.entries[i]
         out = self.transform(img)
         sample = Sample(out.image, entry.label, torch.from_numpy(np.asarray(out.label_transform)), index=i)
+        crop_pct = getattr(self.labels, "crop_pct", None)  # public label files cover a centre crop (public.py)
+        if crop_pct is not None:
+            sample.label_transform = fold_centre_crop(sample.label_transform, img.width, img.height, crop_pct)
         if self.labels is not None:
             token_label = self.labels.get(entry.key)
             sample.label_values = torch.from_numpy(token_label.values)

@@ -55,6 +55,11 @@ class ImageList:
 
 def attach_token_labels(batch: Batch, source: LabelSource, keys: Sequence[str]) -> None:
     """Fill `batch.label_values` (B, k, h, w) float16 and `batch.label_ids` (B, k, h, w) int64 from the store."""
+    if getattr(source, "crop_pct", None) is not None:
+        raise VoloError(
+            "Public-layout token labels cover a centre crop, which only data.loader=pytorch folds into the label "
+            "geometry; use data.loader=pytorch, or token_labels.public_crop_pct=null to read them as whole-image maps."
+        )
     labels = [source.get(key) for key in keys]
     device = batch.images.device
     batch.label_values = torch.from_numpy(np.stack([t.values for t in labels])).to(device, torch.float16)

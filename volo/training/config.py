@@ -86,6 +86,12 @@ class TokenLabelConfig:
     """MixToken: paste a token-grid box from the reversed batch (needs token targets; plain labels work too)."""
     ground_truth: bool = False
     """Fine-tune option: class target = r*teacher + (1-r)*ground truth (r 0.5 on agreement, 0.9 otherwise)."""
+    public_crop_pct: float | None = 0.956
+    """Public-layout label files cover the centred square crop_pct x short side their generator saw (0.956: the
+    released NFNet-F6 labels); null reads them as whole-image maps. `volo label` stores cover the whole image."""
+    class_map: str | None = None
+    """imagenet: a public-layout store's ImageNet-1k class ids are mapped onto the dataset's wnid folders (an
+    ImageNet subset such as Imagenette); null: the ids are the dataset's own."""
 
 
 @dataclass

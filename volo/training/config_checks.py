@@ -64,6 +64,13 @@ def validate(cfg: RunConfig) -> None:
     _check(t.size is None or t.size == grid, "token_labels.size", f"null or img_size/16 = {grid}", t.size)
     _check(t.dense_weight >= 0, "token_labels.dense_weight", ">= 0", t.dense_weight)
     _check(t.cls_weight >= 0, "token_labels.cls_weight", ">= 0", t.cls_weight)
+    _check(
+        t.public_crop_pct is None or 0 < t.public_crop_pct <= 2,
+        "token_labels.public_crop_pct",
+        "in (0, 2] or null",
+        t.public_crop_pct,
+    )
+    _check(t.class_map in (None, "imagenet"), "token_labels.class_map", "null or imagenet", t.class_map)
     _check(0 <= t.label_smoothing < 1, "token_labels.label_smoothing", "in [0, 1)", t.label_smoothing)
     _check(0 < o.lr_base <= MAX_LR, "optim.lr_base", f"a positive number up to {MAX_LR}", o.lr_base)
     _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)

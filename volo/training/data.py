@@ -93,7 +93,9 @@ def open_token_labels(cfg: RunConfig, dataset: ImageFolderDataset):
     from volo.labeling.check import check_labels
     from volo.labeling.source import open_label_store
 
-    store = open_label_store(cfg.token_labels.label_root)
+    t = cfg.token_labels
+    classes = dataset.classes if t.class_map == "imagenet" else None
+    store = open_label_store(t.label_root, t.public_crop_pct, classes)
     if store.num_classes is not None and store.num_classes != cfg.model.num_classes:
         raise VoloError(
             f"Token labels in {cfg.token_labels.label_root} are for {store.num_classes} classes but the model has "
