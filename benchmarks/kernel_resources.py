@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--unaligned", action="store_true", help="also compile without pointer alignment")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    env = describe_environment(torch.device("cpu"))
+    settings = (f"compiled for sm_{args.arch} without a GPU (triton.compile + cuobjdump), {args.heads} heads x "
+                f"{args.head_dim}, stage-1 side {args.size}, python {sys.version.split()[0]}")  # fmt: skip
+    out = args.out or RESULTS_DIR / f"kernel_resources_sm{args.arch}.md"
     lines = ["| dtype | kernel | warps | pointers | registers | stack bytes (spills) | occupancy |", "|---" * 7 + "|"]
     for dtype in args.dtypes:
         for name, kernel, sig, const, warps in launches(TYPES[dtype], args.heads, args.head_dim, args.size):
@@ -102,11 +106,8 @@ def main(argv: list[str] | None = None) -> Path:
                 row = f"| {dtype} | {name} | {warps} | {'16B' if aligned else 'unaligned'} | {regs} | {stack} | "
                 lines.append(row + f"{100 * occupancy(regs, warps):.1f}% |")
                 print(lines[-1], flush=True)
-    env = describe_environment(torch.device("cpu"))
-    settings = (f"compiled for sm_{args.arch} without a GPU (triton.compile + cuobjdump), {args.heads} heads x "
-                f"{args.head_dim}, stage-1 side {args.size}, python {sys.version.split()[0]}")  # fmt: skip
-    out = args.out or RESULTS_DIR / f"kernel_resources_sm{args.arch}.md"
-    write_report(out, "Fused outlook kernels: registers and spills per launch", env, settings, "\n".join(lines))
+                title = "Fused outlook kernels: registers and spills per launch"
+                write_report(out, title, env, settings, "\n".join(lines))  # each row as soon as it is known
     print(f"wrote {out}")
     return out
 
