@@ -150,6 +150,7 @@ INTERPRETER_CASES = [
 ]
 
 
+@pytest.mark.timeout(1500)  # the interpreter is slow, and slower still on a shared machine: no speed assumption
 def test_triton_kernels_under_interpreter():
     """Forward and both gradients of the real kernels, run by Triton's interpreter on CPU tensors."""
     pytest.importorskip("triton")
@@ -157,10 +158,10 @@ def test_triton_kernels_under_interpreter():
     code = (
         f"import sys, json, torch; sys.path.insert(0, {str(tests_dir)!r}); import test_outlook_kernel as t\n"
         f"print(json.dumps([t.relative_errors('cpu', torch.float32, *c[:5], kernel_size=c[5], stride=c[6], seed=i)"
-        f" for i, c in enumerate({INTERPRETER_CASES!r})] + [{{'infer': t.inference_error(2, 5, 6, 2, 4)}}]))"
+        f" for i, c in enumerate({INTERPRETER_CASES!r})] + [{{'infer': t.inference_error(1, 5, 6, 2, 4)}}]))"
     )
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1400)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     for case, errs in zip([*INTERPRETER_CASES, "no_grad forward"], results, strict=True):
