@@ -92,16 +92,17 @@ def _norm(ts: list[torch.Tensor]) -> float:
     return float(torch.sqrt(sum((t.double() ** 2).sum() for t in ts)))
 
 
-@pytest.mark.parametrize("micro", [1, 2])
-def test_step_equals_hand_computed_mixtoken_loss_and_update(micro):
-    """The logged parts are the hand loss (mean over micro-batches) and SGD(lr=1) moves each weight by -grad."""
+@pytest.mark.parametrize("micro,targets", [(1, "sparse"), (1, "dense"), (2, "auto")])
+def test_step_equals_hand_computed_mixtoken_loss_and_update(micro, targets):
+    """The logged parts are the hand loss (mean over micro-batches) and SGD(lr=1) moves each weight by -grad,
+    on the sparse token-target path and on the dense reference path."""
     model, rng = _model(), _rng_with_nonempty_first_box()
     ref, ref_rng = copy.deepcopy(model), _clone_rng(rng)
     batches = [_batch(10 + i) for i in range(micro)]
     parts = [_hand_loss(ref, b, ref_rng) for b in batches]
     (sum(p[0] for p in parts) / micro).backward()
     before = [p.detach().clone() for p in model.parameters()]
-    stats = train_step(_ctx(model, torch.optim.SGD(model.parameters(), lr=1.0), rng), batches)
+    stats = train_step(_ctx(model, torch.optim.SGD(model.parameters(), lr=1.0), rng, targets=targets), batches)
     expected = [sum(float(p[j].detach()) for p in parts) / micro for j in range(3)]
     assert stats.parts.tolist()[:3] == pytest.approx(expected, rel=1e-5)
     assert float(stats.skipped) == 0.0
