@@ -34,6 +34,21 @@ PY
 
 common=(--set model.num_classes=10 --set train.progress=false --set train.log_every=10 --set data.workers=0
         --set checkpoint.eval_every=1000 --set schedule.warmup_epochs=1 --set data.eval_batch_size=256)
+# Students run one thread each. The plain arm needs no teacher, so its seeds run one after another while the
+# teacher trains; the token-label seeds start together once the labels exist.
+student() {
+  local arm=$1 seed=$2 extra=()
+  [ "$arm" = tl ] && extra=(--set token_labels.label_root="$OUT/labels")
+  local t0; t0=$(date +%s)
+  log "student $arm seed $seed: volo_tiny @64 px, ${STUDENT_PER_CLASS}/class, $STUDENT_EPOCHS epochs, MixToken"
+  [ -f "$OUT/runs/${arm}_s$seed/result.json" ] || OMP_NUM_THREADS=1 volo train debug --data "$OUT/student" \
+    --out "$OUT/runs" --name "${arm}_s$seed" "${common[@]}" --set train.seed="$seed" \
+    --set schedule.epochs="$STUDENT_EPOCHS" --set optim.lr_base=0.04 --set train.batch_size=32 "${extra[@]}" \
+    > "$OUT/${arm}_s$seed.log" 2>&1
+  echo "${arm}_s${seed}_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
+}
+( for seed in $SEEDS; do student plain "$seed"; done ) &
+
 t0=$(date +%s)
 while [ -n "${WAIT_TEACHER:-}" ] && [ ! -f "$OUT/runs/teacher/result.json" ]; do sleep 20; done  # resumed driver
 log "teacher: timm:test_resnet @80 px, ${TEACHER_PER_CLASS}/class, $TEACHER_EPOCHS epochs, plain labels, no dense loss"
@@ -50,21 +65,6 @@ log "label: the teacher's per-location classifier over the student's training im
   | tee "$OUT/label_report.json"
 echo "label_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
 
-# The two arms of a seed run side by side, one thread each (the same CPU threads as one run with two).
-student() {
-  local arm=$1 seed=$2 extra=()
-  [ "$arm" = tl ] && extra=(--set token_labels.label_root="$OUT/labels")
-  local t0; t0=$(date +%s)
-  log "student $arm seed $seed: volo_tiny @64 px, ${STUDENT_PER_CLASS}/class, $STUDENT_EPOCHS epochs, MixToken"
-  [ -f "$OUT/runs/${arm}_s$seed/result.json" ] || OMP_NUM_THREADS=1 volo train debug --data "$OUT/student" \
-    --out "$OUT/runs" --name "${arm}_s$seed" "${common[@]}" --set train.seed="$seed" \
-    --set schedule.epochs="$STUDENT_EPOCHS" --set optim.lr_base=0.04 --set train.batch_size=32 "${extra[@]}" \
-    > "$OUT/${arm}_s$seed.log" 2>&1
-  echo "${arm}_s${seed}_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
-}
-for seed in $SEEDS; do
-  student plain "$seed" &
-  student tl "$seed" &
-  wait
-done
+for seed in $SEEDS; do student tl "$seed" & done
+wait
 log "done"
