@@ -289,3 +289,49 @@ def test_unknown_backend_is_a_sentence(dataset):
     with pytest.raises(VoloError, match="pytorch, dali, nvjpeg"):
         build_train_loader(options(dataset, backend="tfrecord"))
     assert BACKENDS == ("pytorch", "dali", "nvjpeg")
+
+
+def test_nvjpeg_crop_sampler_is_torchvisions(monkeypatch):
+    """Given the same random draws, nvJPEG's `sample_crop` picks the box torchvision's RandomResizedCrop (the PIL
+    path's) picks, the central-crop fallback included: one crop-box algorithm, two random sources."""
+    import torchvision.transforms as T
+
+    from volo.data.nvjpeg_loader import sample_crop
+
+    draws = np.random.default_rng(0).random(20_000).tolist()
+
+    class Replay:
+        def __init__(self) -> None:
+            self.k = -1
+
+        def uniform(self, a: float, b: float) -> float:
+            self.k += 1
+            return a + (b - a) * draws[self.k]
+
+        def randint(self, a: int, b: int) -> int:  # inclusive, as random.Random's
+            self.k += 1
+            return a + min(int(draws[self.k] * (b - a + 1)), b - a)
+
+    class _Draw:  # what `torch.empty(1)` returns: `.uniform_(a, b)` replays a draw
+        def __init__(self, replay: Replay) -> None:
+            self.replay = replay
+
+        def uniform_(self, a, b) -> torch.Tensor:
+            return torch.tensor([self.replay.uniform(float(a), float(b))], dtype=torch.float64)
+
+    ratio = (3 / 4, 4 / 3)
+    fallbacks = 0  # boxes spanning a whole side: 200 x 40 at scale >= 0.9 never fits 10 tries, so falls back
+    for height, width in [(60, 90), (200, 40), (40, 200), (33, 33), (500, 375)]:
+        for scale in [(0.08, 1.0), (0.9, 1.0)]:
+            ours, theirs = Replay(), Replay()
+            img = Image.new("RGB", (width, height))
+
+            with monkeypatch.context() as m:  # torchvision's draws come from `theirs`
+                m.setattr(torch, "empty", lambda *a, r=theirs, **k: _Draw(r))
+                m.setattr(torch, "randint", lambda lo, hi, size, r=theirs: torch.tensor([r.randint(lo, hi - 1)]))
+                for _ in range(100):
+                    box = sample_crop(height, width, scale, ratio, ours)
+                    assert box == tuple(T.RandomResizedCrop.get_params(img, list(scale), list(ratio)))
+                    assert ours.k == theirs.k
+                    fallbacks += box[2] == height or box[3] == width
+    assert fallbacks > 0
