@@ -177,3 +177,20 @@ def test_progress_bar_and_confusion_counts_of_evaluate(capsys):
     assert res.per_class_top1()[0] in (0.0, 100.0)
     assert "eval" in capsys.readouterr().err and {"top1", "top5", "loss", "images"} <= res.to_dict().keys()
     assert not {"confusion", "class_names"} & res.to_dict().keys()  # JSON-ready
+
+
+def test_warnings_print_as_one_line_naming_the_command(tmp_path):
+    from volo.data.synthetic import make_synthetic_dataset
+    from volo.models import create_model, save_weights
+
+    make_synthetic_dataset(tmp_path / "val", classes=2, per_class=2, size=40, seed=2)
+    weights = save_weights(
+        create_model("volo_tiny", img_size=32, num_classes=2), tmp_path / "w", {"classes": ["a", "b"]}
+    )
+    argv = ["eval", str(weights), "--data", str(tmp_path), "--workers", "0", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "volo.cli.main", *argv], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    err = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("volo eval: warning: The evaluation folder's class names")
+    assert "matching classes by index. If that is wrong, name the folders" in err[0]

@@ -2,7 +2,8 @@
 
 Each sub-command module exposes `register(subparsers)`, which adds its parser and sets `func`
 (a callable taking the parsed namespace and returning an exit code). Only the module of the command being run is
-imported (`volo --help` and `volo --version` import none, and never torch), so start-up stays fast.
+imported (`volo --help` and `volo --version` import none, and never torch), so start-up stays fast. Warnings print
+as one line, `volo COMMAND: warning: ...`, as errors do.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from volo import __version__
 from volo.errors import VoloError
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    plain_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_args, **_kw: f"volo {args.command}: warning: {message}\n"
     try:
         return int(args.func(args) or 0)
     except (VoloError, FileNotFoundError) as err:
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"volo {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = plain_format
 
 
 if __name__ == "__main__":
