@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,19 +42,43 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
+PYTEST_ARGS = ["-x", "-q", "-rfE", "-p", "no:cacheprovider", "--no-header"]
+
+
 def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float, str]:
-    """('pass' | 'fail' | 'timeout', seconds, last output line)."""
-    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", "--no-header", *tests]
+    """('pass' | 'fail' | 'timeout', seconds, last output line).
+
+    pytest runs in a child forked from this process, which has imported torch but not volo: the child imports the
+    (mutated) volo from `tree`, and no run pays torch's import again. Subprocesses the tests start see `tree` first
+    on PYTHONPATH."""
+    os.environ.update(PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+    log = tree / ".mutation-pytest.log"
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "timeout", time.perf_counter() - t0, ""
-    lines = [x for x in proc.stdout.splitlines() if x.strip()]
+    pid = os.fork()
+    if pid == 0:  # child: own process group (killed whole on timeout), output to the log
+        os.setpgrp()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.chdir(tree)
+        sys.path.insert(0, str(tree))
+        import pytest
+
+        os._exit(int(pytest.main([*PYTEST_ARGS, *tests])))
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.perf_counter() - t0 > timeout:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout", time.perf_counter() - t0, ""
+        time.sleep(0.5)
+    returncode = os.waitstatus_to_exitcode(status)
+    lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
     failed = [x.split(" - ")[0] for x in lines if x.startswith(("FAILED ", "ERROR "))]  # the test that caught it
     detail = "; ".join(failed[:1] + lines[-1:])
-    return ("pass" if proc.returncode == 0 else "fail"), time.perf_counter() - t0, detail
+    return ("pass" if returncode == 0 else "fail"), time.perf_counter() - t0, detail
 
 
 def apply(tree: Path, m: Mutant) -> str | None:
@@ -79,6 +104,8 @@ def main() -> int:
             print(f"{m.id:32s} {m.file:40s} {' '.join(m.tests)}")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    import torch  # noqa: F401  (once, before the forks: see run_tests)
+
     results_path = args.out / "results.jsonl"
     with tempfile.TemporaryDirectory(prefix="volo-mutation-") as tmp:
         tree = copy_tree(Path(tmp))
