@@ -11,6 +11,7 @@ started again from scratch with `--overwrite`, which deletes those outputs first
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -34,13 +35,24 @@ class RunFolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunFolderLock:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise VoloError(
+                f"Cannot create the run folder's lock {self.path} ({type(err).__name__}: {err.strerror or err}); "
+                "fix the folder's permissions or pick another --out."
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
             holder = _read_holder(fd)
             os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise VoloError(
+                    f"Cannot lock run folder {self.run_dir} ({err.strerror or err}): its file system does not "
+                    "support flock (Lustre: mount with -o flock); use an output folder on one that does."
+                ) from None
             raise VoloError(
                 f"Run folder {self.run_dir} is in use by another trainer ({holder}); wait for it to finish or stop "
                 "it, or give this run another --name."
