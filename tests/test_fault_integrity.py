@@ -100,7 +100,7 @@ def test_wrong_field_type_is_damaged_not_a_traceback(finished, tmp_path: Path, f
     ckpts = _copy(finished[1], tmp_path)
     obj = torch.load(ckpts / NEWEST, map_location="cpu", weights_only=True)
     obj[field] = WRONG_TYPES[field]
-    (ckpts / f"{NEWEST}.sha256").unlink()  # as a file written without a checksum (an older volo, a hand edit)
+    (ckpts / f"{NEWEST}.sha256").unlink(missing_ok=True)  # as written without a checksum (older volo)
     torch.save(obj, ckpts / NEWEST)
     path, notes = _resume_auto(ckpts)
     assert path.name == PREVIOUS, notes
