@@ -10,8 +10,8 @@ summary (card, driver, versions, commit, date, and each stage's outcome).
     python3 benchmarks/gpu_check.py 1     # GPU correctness tests: one kernel set per dtype, dispatch,
                                           # fullgraph, no host sync, CUDA graphs                  (<= 420 s)
     python3 benchmarks/gpu_check.py 2     # outlook op, then the eager model table, ours vs timm   (<= 450 s)
-    python3 benchmarks/gpu_check.py 3     # compiled D1 real training step vs timm, the D1 profile,
-                                          # the targets table                                      (<= 460 s)
+    python3 benchmarks/gpu_check.py 3     # compiled D1 real training step (+ compiled eval) vs timm, the D1
+                                          # step and eval profiles, the targets table              (<= 490 s)
 
 On a machine without CUDA every stage reports `skipped: no CUDA` and the archive is still written (the CPU test
 suite runs it that way, tests/test_gpu_check.py).
@@ -65,8 +65,9 @@ def stages(call: int) -> list[Stage]:
     if call == 3:
         compiled = ["--models", "volo_d1", "--compile", "--out", "benchmarks/results/model_gpu_compiled_d1.md"]
         return [
-            Stage("compiled", 300, [*py, "benchmarks/bench_model.py", *compiled]),
-            Stage("profile", 130, [*py, "benchmarks/profile_step.py", "--models", "volo_d1", "--amp", "bf16"]),
+            Stage("compiled", 280, [*py, "benchmarks/bench_model.py", *compiled]),
+            Stage("profile", 120, [*py, "benchmarks/profile_step.py", "--models", "volo_d1", "--amp", "bf16"]),
+            Stage("profile_eval", 60, [*py, "benchmarks/profile_eval.py"]),
             Stage("targets", 30, [*py, "benchmarks/targets.py"]),
         ]
     raise SystemExit(f"gpu_check: call must be 1, 2 or 3, not {call}.")

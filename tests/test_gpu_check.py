@@ -42,7 +42,11 @@ def test_every_call_runs_from_a_clean_copy_with_a_bare_interpreter(tmp_path):
     copy = _clean_copy(tmp_path / "repo")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["CUDA_VISIBLE_DEVICES"] = ""
-    for call, names in ((1, ["tests"]), (2, ["outlook", "model"]), (3, ["compiled", "profile", "targets"])):
+    for call, names in (
+        (1, ["tests"]),
+        (2, ["outlook", "model"]),
+        (3, ["compiled", "profile", "profile_eval", "targets"]),
+    ):
         out = tmp_path / f"out{call}"
         done = subprocess.run(
             [sys.executable, "-I", "benchmarks/gpu_check.py", str(call), "--out", str(out)],
