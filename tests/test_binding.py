@@ -86,7 +86,11 @@ def test_dgx_a100_unique_contiguous_slices(dgx_a100):
     ]  # fmt: skip
     assert [format_cpulist(x.cpus) for x in plan.ranks] == expected
     assert [x.mem_node for x in plan.ranks] == [3, 3, 1, 1, 7, 7, 5, 5]
-    assert [x.env()["NCCL_IB_HCA"] for x in plan.ranks] == [f"=mlx5_{i}:1" for i in (0, 1, 2, 3, 6, 7, 8, 9)]
+    assert [x.hca for x in plan.ranks] == [f"mlx5_{i}" for i in (0, 1, 2, 3, 6, 7, 8, 9)]  # nearest per GPU
+    # NCCL gets the node's compute HCAs, the same list on every rank (never mlx5_4/5, the storage NICs)
+    assert {x.env()["NCCL_IB_HCA"] for x in plan.ranks} == {
+        "=mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_6:1,mlx5_7:1,mlx5_8:1,mlx5_9:1"
+    }
     assert {x.env()["OMP_NUM_THREADS"] for x in plan.ranks} == {"8"}
     assert plan.ranks[0].numactl_command() == ["numactl", "--physcpubind=48-55,176-183", "--membind=3"]
 
@@ -114,17 +118,21 @@ def test_dgx_h100_plan(dgx_h100):
     assert len(topo.hcas) == 12
     plan = compute_binding_plan(topo)
     assert plan.notes == ()
-    got = [(x.gpu, format_cpulist(x.cpus), x.mem_node, x.env()["NCCL_IB_HCA"]) for x in plan.ranks]
+    got = [(x.gpu, format_cpulist(x.cpus), x.mem_node, x.hca) for x in plan.ranks]
     assert got == [
-        (0, "0-13,112-125", 0, "=mlx5_0:1"),
-        (1, "14-27,126-139", 0, "=mlx5_3:1"),
-        (2, "28-41,140-153", 0, "=mlx5_4:1"),
-        (3, "42-55,154-167", 0, "=mlx5_5:1"),
-        (4, "56-69,168-181", 1, "=mlx5_6:1"),
-        (5, "70-83,182-195", 1, "=mlx5_9:1"),
-        (6, "84-97,196-209", 1, "=mlx5_10:1"),
-        (7, "98-111,210-223", 1, "=mlx5_11:1"),
+        (0, "0-13,112-125", 0, "mlx5_0"),
+        (1, "14-27,126-139", 0, "mlx5_3"),
+        (2, "28-41,140-153", 0, "mlx5_4"),
+        (3, "42-55,154-167", 0, "mlx5_5"),
+        (4, "56-69,168-181", 1, "mlx5_6"),
+        (5, "70-83,182-195", 1, "mlx5_9"),
+        (6, "84-97,196-209", 1, "mlx5_10"),
+        (7, "98-111,210-223", 1, "mlx5_11"),
     ]
+    same = "=mlx5_0:1,mlx5_3:1,mlx5_4:1,mlx5_5:1,mlx5_6:1,mlx5_9:1,mlx5_10:1,mlx5_11:1"
+    assert {x.env()["NCCL_IB_HCA"] for x in plan.ranks} == {same}  # one list per node, storage NICs left out
+    # two ranks on the node: both get the same list, the HCAs of the GPUs in use
+    assert {x.env()["NCCL_IB_HCA"] for x in compute_binding_plan(topo, nproc=2).ranks} == {"=mlx5_0:1,mlx5_3:1"}
     assert {x.hca for x in plan.ranks}.isdisjoint({"mlx5_1", "mlx5_2", "mlx5_7", "mlx5_8"})  # storage NICs
 
 
@@ -149,7 +157,10 @@ def test_map_file_override(dgx_a100, tmp_path):
     plan = apply_binding_map(compute_binding_plan(topo), load_binding_map(path), path)
     one = plan.ranks[1]
     assert (one.cpus, one.mem_node, one.hca, one.source) == ((0, 1, 2, 3), None, "mlx5_4", "map-file")
-    assert one.env()["NCCL_IB_HCA"] == "=mlx5_4:2"
+    # the map changes rank 1's HCA: the node list changes for every rank alike
+    assert {x.env()["NCCL_IB_HCA"] for x in plan.ranks} == {
+        "=mlx5_0:1,mlx5_2:1,mlx5_3:1,mlx5_4:2,mlx5_6:1,mlx5_7:1,mlx5_8:1,mlx5_9:1"
+    }
     assert plan.ranks[0].source == "topology" and plan.ranks[0].hca == "mlx5_0"
     # with the topology, SMT siblings count once towards the rank's threads (as in derived bindings)
     path.write_text("ranks:\n  - local_rank: 0\n    cores: '0-3,128-131'\n")
@@ -169,14 +180,36 @@ def test_apply_binding_sets_affinity_and_env(dgx_a100):
     calls, env = [], {}
     changes = apply_binding(rank, env, set_affinity=lambda pid, cpus: calls.append((pid, cpus)))
     assert calls == [(0, set(r("112-119,240-247")))]
-    assert env == changes == {"OMP_NUM_THREADS": "8", "NCCL_IB_HCA": "=mlx5_6:1"}
+    assert (
+        env
+        == changes
+        == {
+            "OMP_NUM_THREADS": "8",
+            "NCCL_IB_HCA": "=mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_6:1,mlx5_7:1,mlx5_8:1,mlx5_9:1",
+        }
+    )
 
 
 def test_cli_print_and_exec(dgx_a100, capsys):
     assert volo_main(["bind", "--print", "--sysfs-root", str(dgx_a100), "--no-nvml"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["rank", "gpu", "gpu", "node", "cpus", "cores", "mem", "node", "NCCL_IB_HCA", "source"]
-    assert lines[5].split() == ["4", "4", "7", "112-119,240-247", "8", "7", "=mlx5_6:1", "topology"]
+    assert lines[0].split() == [
+        "rank",
+        "gpu",
+        "gpu",
+        "node",
+        "cpus",
+        "cores",
+        "mem",
+        "node",
+        "nearest",
+        "HCA",
+        "source",
+    ]
+    assert lines[5].split() == ["4", "4", "7", "112-119,240-247", "8", "7", "mlx5_6:1", "topology"]
+    assert (
+        lines[9] == "NCCL_IB_HCA (every rank): =mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_6:1,mlx5_7:1,mlx5_8:1,mlx5_9:1"
+    )
     assert volo_main(["bind", "--numactl", "--local-rank", "7", "--sysfs-root", str(dgx_a100), "--no-nvml"]) == 0
     assert capsys.readouterr().out.strip() == "numactl --physcpubind=88-95,216-223 --membind=5"
     assert volo_main(["bind", "--local-rank", "9", "--numactl", "--sysfs-root", str(dgx_a100), "--no-nvml"]) == 2

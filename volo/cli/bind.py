@@ -77,7 +77,7 @@ def build_plan(args: argparse.Namespace) -> BindingPlan:
 
 def format_plan(plan: BindingPlan) -> str:
     """The plan as a text table, one row per local rank, notes below."""
-    header = ("rank", "gpu", "gpu node", "cpus", "cores", "mem node", "NCCL_IB_HCA", "source")
+    header = ("rank", "gpu", "gpu node", "cpus", "cores", "mem node", "nearest HCA", "source")
     rows = [header]
     for r in plan.ranks:
         rows.append(
@@ -88,12 +88,14 @@ def format_plan(plan: BindingPlan) -> str:
                 format_cpulist(r.cpus),
                 str(r.physical_cores),
                 "-" if r.mem_node is None else str(r.mem_node),
-                r.env().get("NCCL_IB_HCA", "-"),
+                f"{r.hca}:{r.hca_port}" if r.hca else "-",
                 r.source,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    hcas = {r.env().get("NCCL_IB_HCA") for r in plan.ranks} - {None}
+    lines += [f"NCCL_IB_HCA (every rank): {h}" for h in sorted(hcas)]
     lines += [f"note: {note}" for note in plan.notes]
     return "\n".join(lines)
 

@@ -9,14 +9,19 @@ Rules:
   Rome/Milan); SMT siblings always stay with their core. A GPU without NUMA information (numa_node -1, VMs) gets
   a slice of all allowed CPUs and no memory binding.
 - Memory: the GPU's NUMA node.
-- HCA: the nearest active HCA by PCI distance (same PCIe switch first, then same root complex, then same NUMA
-  node); GPUs with the same nearest set share it round-robin. Storage/management NICs hang off root ports without
-  GPUs, so they are never nearest when compute HCAs exist. No HCA: NCCL_IB_HCA is left unset.
+- HCA: each rank's nearest active HCA by PCI distance (same PCIe switch first, then same root complex, then same
+  NUMA node); GPUs with the same nearest set share it round-robin. Storage/management NICs hang off root ports
+  without GPUs, so they are never nearest when compute HCAs exist. NCCL_IB_HCA is the SAME on every rank of a node:
+  the node's compute HCAs (the union of the ranks' nearest ones), as NVIDIA's scripts set it; NCCL then picks the
+  nearest one per GPU itself, and a list that differs between ranks breaks its ring/tree construction. No HCA:
+  NCCL_IB_HCA is left unset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -50,18 +55,21 @@ class RankBinding:
     mem_node: int | None
     """NUMA node to allocate memory on; None leaves memory policy alone."""
     hca: str | None
-    """HCA name for NCCL_IB_HCA; None leaves NCCL's choice."""
+    """The HCA nearest this rank's GPU (shown by `volo bind --print`); None when there is none."""
     hca_port: int = 1
+    node_hcas: tuple[str, ...] = ()
+    """The node's compute HCAs as NAME:PORT, the same on every rank: NCCL_IB_HCA (empty: left unset)."""
     physical_cores: int = 0
     """Cores in `cpus` counting an SMT sibling group once (used for OMP_NUM_THREADS)."""
     source: str = "topology"
     """"topology" or "map-file"."""
 
     def env(self) -> dict[str, str]:
-        """Environment for the rank: NCCL_IB_HCA (exact match, so mlx5_1 never matches mlx5_10), OMP_NUM_THREADS."""
+        """Environment for the rank: NCCL_IB_HCA = the node's HCA list (a leading `=`: exact names, so mlx5_1 never
+        matches mlx5_10), OMP_NUM_THREADS."""
         env = {"OMP_NUM_THREADS": str(max(1, self.physical_cores or len(self.cpus)))}
-        if self.hca:
-            env["NCCL_IB_HCA"] = f"={self.hca}:{self.hca_port}"
+        if self.node_hcas:
+            env["NCCL_IB_HCA"] = "=" + ",".join(self.node_hcas)
         return env
 
     def numactl_command(self) -> list[str]:
@@ -88,6 +96,17 @@ class BindingPlan:
             f"the binding plan has local ranks 0..{len(self.ranks) - 1} but local rank {local_rank} was asked for; "
             "start as many ranks per node as there are GPUs, or pass --nproc."
         )
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def with_node_hcas(ranks: Iterable[RankBinding]) -> tuple[RankBinding, ...]:
+    """Every rank with the same `node_hcas`: the union of the ranks' HCAs (NAME:PORT, natural order)."""
+    ranks = tuple(ranks)
+    names = sorted({f"{r.hca}:{r.hca_port}" for r in ranks if r.hca}, key=_natural)
+    return tuple(dataclasses.replace(r, node_hcas=tuple(names)) for r in ranks)
 
 
 def core_groups(pool: Iterable[int], topology: Topology) -> list[tuple[int, ...]]:
@@ -238,7 +257,7 @@ def compute_binding_plan(
                 physical_cores=len(groups),
             )
         )
-    return BindingPlan(ranks=tuple(ranks), notes=tuple(notes))
+    return BindingPlan(ranks=with_node_hcas(ranks), notes=tuple(notes))
 
 
 def visible_gpus_from_env(env: Mapping[str, str]) -> list[int] | None:

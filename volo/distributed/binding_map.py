@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from volo.distributed.binding import BindingPlan, RankBinding, core_groups
+from volo.distributed.binding import BindingPlan, RankBinding, core_groups, with_node_hcas
 from volo.distributed.cpulist import parse_cpulist
 from volo.distributed.topology import Topology
 from volo.errors import VoloError
@@ -115,4 +115,5 @@ def apply_binding_map(
                 name, port = hca.split(":", 1)
                 changes["hca"], changes["hca_port"] = name, int(port)
         ranks.append(dataclasses.replace(rank, **changes))
-    return BindingPlan(ranks=tuple(ranks), notes=(*plan.notes, f"ranks {sorted(entries)} overridden by {path}."))
+    notes = (*plan.notes, f"ranks {sorted(entries)} overridden by {path}.")
+    return BindingPlan(ranks=with_node_hcas(ranks), notes=notes)
