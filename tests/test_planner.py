@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,9 +15,11 @@ from volo.distributed.planner import (
     CommModel,
     Workload,
     calibrate,
+    comm_from_probe,
     count_params,
     predict,
     read_bench_json,
+    read_probe_json,
     single_gpu_from_node,
 )
 from volo.errors import VoloError
@@ -89,12 +94,74 @@ def test_cli_table_json_and_plot(tmp_path, capsys):
     argv = ["plan", "--model", "volo_d5", "--node-images-s", "500", "--nodes", "1,5", "--plot", str(png)]
     assert volo_main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2].split()[:3] == ["1", "8", "500.0"]
-    five = lines[3].split()
+    assert lines[1].startswith("write-up preset: inter-node 8.3 GB/s (fitted to the write-up's own")
+    assert lines[3].split()[:3] == ["1", "8", "500.0"]
+    five = lines[4].split()
     assert five[:3] == ["5", "40", "2099.4"] and five[4] == "84.0%" and five[7] == "50.9"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert volo_main(["plan", "--params", "1000", "--images-s", "10", "--nodes", "1,2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [p["nodes"] for p in data["predictions"]] == [1, 2]
+    assert [p["nodes"] for p in data["predictions"]["write-up preset"]] == [1, 2]
     assert volo_main(["plan", "--images-s", "10", "--nodes", "0"]) == 2
     assert "--nodes" in capsys.readouterr().err
+
+
+def test_latency_and_straggler_terms_by_hand():
+    comm = CommModel(nvlink_gbytes_s=100.0, inter_node_gbytes_s=10.0, overlap=0.0, hop_latency_s=1e-4,
+                     bucket_bytes=250_000_000, straggler_cv=0.1)  # fmt: skip
+    work = Workload(params=250_000_000, single_gpu_images_s=100.0, per_gpu_batch=50)
+    assert predict(work, 1, 1, comm).step_s == pytest.approx(0.5)  # one rank: neither term applies
+    two = predict(
+        work, 2, 4, comm
+    )  # n=8: 4 buckets x 14 hops x 0.1 ms on top of 0.175 s; compute x (1 + 0.1 sqrt(2 ln 8))
+    assert two.allreduce_s == pytest.approx(0.175 + 4 * 14 * 1e-4)
+    assert two.compute_s == pytest.approx(0.5 * (1 + 0.1 * math.sqrt(2 * math.log(8))))
+    assert two.step_s == pytest.approx(two.compute_s + two.allreduce_s)
+    # the inversion from one node's images/s goes through the same model
+    assert single_gpu_from_node(predict(work, 1, 8, comm).images_s, 250_000_000, 8, 50, comm) == pytest.approx(100.0)
+
+
+def test_measured_mode_prints_both_tables(tmp_path, capsys):
+    probe = {"world_size": 16, "nodes": 2, "backend": "nccl", "rows": [],
+             "fit": {"latency_s": 3e-5, "busbw_gbs": 40.0}, "straggler_cv": 0.02}  # fmt: skip
+    (tmp_path / "probe.json").write_text(json.dumps(probe))
+    run = tmp_path / "run" / "metrics"
+    run.mkdir(parents=True)
+    rates = [100.0, 480.0, 500.0, 505.0, 495.0, 500.0]
+    (run / "steps.jsonl").write_text(
+        "".join(json.dumps({"step": i, "images_per_s": v}) + "\n" for i, v in enumerate(rates))
+    )
+    argv = ["plan", "--model", "volo_d5", "--from-run", str(tmp_path / "run"), "--probe-json",
+            str(tmp_path / "probe.json"), "--nodes", "1,5"]  # fmt: skip
+    assert volo_main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("measured (16-rank probe on 2 node(s)): bus bandwidth 40.00 GB/s, latency 1.0 us")
+    assert lines[3].split()[:3] == ["1", "8", "500.0"]  # the run's median of its second half
+    assert lines[5].startswith("write-up preset")
+    measured_five, preset_five = float(lines[4].split()[2]), float(lines[8].split()[2])
+    assert preset_five == pytest.approx(2099.4, abs=0.1) and measured_five != preset_five
+    comm = comm_from_probe(read_probe_json(tmp_path / "probe.json"))
+    assert (comm.inter_node_gbytes_s, comm.straggler_cv) == (40.0, 0.02)
+    assert comm.hop_latency_s == pytest.approx(3e-5 / 30)
+    (tmp_path / "bad.json").write_text('{"fit": {}}')
+    with pytest.raises(VoloError, match="not an all-reduce probe result"):
+        read_probe_json(tmp_path / "bad.json")
+
+
+def test_probe_runs_under_torchrun_with_gloo(tmp_path):
+    """The built-in probe on 2 CPU ranks: every D1..D5 gradient size all-reduced, GB/s printed, a JSON for plan."""
+    out = tmp_path / "probe.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+           "volo.distributed.allreduce_probe", "--scale", "0.0005", "--iters", "2", "--warmup", "1",
+           "--json", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "all-reduce probe: 2 ranks on 1 node(s), gloo" in done.stdout and "busbw GB/s" in done.stdout
+    result = json.loads(out.read_text())
+    labels = [r["label"] for r in result["rows"]]
+    assert labels[-5:] == [f"volo_d{i}_grads" for i in range(1, 6)]
+    d5 = result["rows"][-1]
+    assert d5["bytes"] == pytest.approx(D5_PARAMS * 4 * 0.0005, abs=8) and d5["busbw_gbs"] > 0
+    assert result["fit"]["busbw_gbs"] > 0 and result["fit"]["latency_s"] >= 0 and result["straggler_cv"] >= 0
+    comm = comm_from_probe(read_probe_json(out))  # a one-node probe measures the intra-node bandwidth
+    assert comm.nvlink_gbytes_s == result["fit"]["busbw_gbs"] and comm.inter_node_gbytes_s == 8.3

@@ -11,13 +11,22 @@ The model (every constant is a field of `CommModel`, see docs/cluster.md for the
     throughput                   n x b / T_step;   efficiency = throughput / (n x t1)
     time-to-train                epochs x dataset images / throughput;   GPU-hours = hours x n
 
-The inter-node bandwidth default is not the wire speed of 8 x HDR (200 GB/s per node) but the effective figure that
-reproduces the write-up (VOLO-D5: ~500 images/s on one DGX A100, ~2,100 on five): `calibrate` solves for it.
+    with latency and stragglers (n > 1):
+        T_ar += ceil(S / bucket) x 2 (n - 1) x hop latency;     T_c *= 1 + cv x sqrt(2 ln n)
+
+Two sources for the network terms:
+- the write-up preset (`CommModel()`): an effective inter-node bandwidth of 8.3 GB/s, not the wire speed of 8 x HDR,
+  but the figure that reproduces the write-up (VOLO-D5: ~500 images/s on one DGX A100, ~2,100 on five), which
+  `calibrate` solves for. Circular for the 5-node figure by construction; kept as a documented preset.
+- measured (`comm_from_probe`): bus bandwidth, latency and straggler spread from `volo.distributed.allreduce_probe`
+  run on the cluster itself, with a measured single-node images/s (`volo bench`, or a run's metrics/steps.jsonl).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +34,9 @@ from volo.errors import VoloError
 
 # The NVIDIA write-up's VOLO-D5 pretraining figures (224 px, 8 GPUs x 44 images per node, ImageNet-1k).
 WRITEUP_PER_GPU_BATCH = 44
+WRITEUP_NODE_IMAGES_S = 500.0
+"""VOLO-D5 at 224 px on one DGX A100 (8 GPUs x 44 images), the write-up's measured figure."""
+D5_PARAMS = 295_455_584
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
@@ -42,6 +54,14 @@ class CommModel:
     """Share of a step's compute spent in backward, the only time communication can hide in."""
     bytes_per_grad: int = 4
     """Bytes per gradient element all-reduced (4: fp32 grads, also under AMP; 2 with a bf16 compression hook)."""
+    hop_latency_s: float = 0.0
+    """Latency per ring hop per all-reduce message (a ring all-reduce makes 2 (n-1) hops); 0 in the write-up preset,
+    measured by the probe (volo.distributed.allreduce_probe)."""
+    bucket_bytes: int = 25 * 1024 * 1024
+    """DDP bucket size: the gradients go out as ceil(S / bucket) all-reduce messages, each paying the latency."""
+    straggler_cv: float = 0.0
+    """Spread (coefficient of variation) of one step's compute time across ranks: every step waits for the slowest
+    of n ranks, ~cv x sqrt(2 ln n) behind the mean. 0 in the write-up preset; measured by the probe."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,9 @@ def predict(workload: Workload, nodes: int, gpus_per_node: int, comm: CommModel 
     bandwidth = comm.nvlink_gbytes_s if nodes == 1 else min(comm.nvlink_gbytes_s, comm.inter_node_gbytes_s)
     grad_bytes = workload.params * comm.bytes_per_grad
     allreduce_s = ring_allreduce_s(n, grad_bytes, bandwidth)
+    if n > 1:  # latency: every bucket's ring makes 2 (n-1) hops; stragglers: the step waits for the slowest rank
+        allreduce_s += math.ceil(grad_bytes / comm.bucket_bytes) * 2 * (n - 1) * comm.hop_latency_s
+        compute_s *= 1 + comm.straggler_cv * math.sqrt(2 * math.log(n))
     hidden_s = min(comm.overlap * allreduce_s, comm.backward_fraction * compute_s)
     step_s = compute_s + allreduce_s - hidden_s
     images_s = n * workload.per_gpu_batch / step_s
@@ -115,14 +138,26 @@ def ring_allreduce_s(n: int, grad_bytes: float, gbytes_s: float) -> float:
 def single_gpu_from_node(
     node_images_s: float, params: int, gpus_per_node: int, per_gpu_batch: int, comm: CommModel = CommModel()
 ) -> float:
-    """Invert the one-node model: the single-GPU images/s that gives `node_images_s` on one node."""
-    n = gpus_per_node
-    allreduce_s = ring_allreduce_s(n, params * comm.bytes_per_grad, comm.nvlink_gbytes_s)
-    step_s = n * per_gpu_batch / node_images_s
-    # step = c + ar - min(overlap*ar, bf*c); assume the overlap cap does not bind (checked below).
-    compute_s = step_s - (1 - comm.overlap) * allreduce_s
-    assert comm.overlap * allreduce_s <= comm.backward_fraction * compute_s, "overlap cap binds on one node"
-    return per_gpu_batch / compute_s
+    """Invert the one-node model: the single-GPU images/s that gives `node_images_s` on one node (bisection on
+    `predict`, so every term of the model, overlap cap, latency and stragglers included, is inverted alike)."""
+    if node_images_s <= 0:
+        raise VoloError(f"the measured node throughput must be positive, got {node_images_s}.")
+
+    def node_rate(single: float) -> float:
+        return predict(Workload(params, single, per_gpu_batch), 1, gpus_per_node, comm).images_s
+
+    low, high = node_images_s / gpus_per_node, node_images_s / gpus_per_node * 2
+    while node_rate(high) < node_images_s:
+        high *= 2
+        if high > 1e4 * node_images_s:
+            raise VoloError(
+                f"{node_images_s:g} img/s on one node is more than its all-reduce allows with this bandwidth and "
+                "latency (the communication alone takes longer); check --node-images-s and --probe-json."
+            )
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if node_rate(mid) < node_images_s else (low, mid)
+    return (low + high) / 2
 
 
 def calibrate(
@@ -182,3 +217,56 @@ def read_bench_json(path: Path, model_name: str) -> tuple[float, int]:
     if not rows:
         raise VoloError(f"--bench-json {path} has no row with model {model_name!r} and train_img_s; check --model.")
     return float(rows[0]["train_img_s"]), int(rows[0].get("batch", WRITEUP_PER_GPU_BATCH))
+
+
+def writeup_single_gpu_images_s(params: int, img_size: int, comm: CommModel = CommModel()) -> float:
+    """A rough A100 images/s for a model of `params` at `img_size`, scaled from the write-up's D5 figure by
+    parameters x tokens (compute per image grows with both). Used only where nothing was measured (the requeue
+    budget of `volo slurm`); `volo plan` wants a measured figure."""
+    d5 = single_gpu_from_node(WRITEUP_NODE_IMAGES_S, D5_PARAMS, 8, WRITEUP_PER_GPU_BATCH, comm)
+    return d5 * (D5_PARAMS / params) * (224 / img_size) ** 2
+
+
+def read_probe_json(path: Path) -> dict:
+    """The JSON `python -m volo.distributed.allreduce_probe --json` wrote, checked."""
+    if not path.is_file():
+        raise VoloError(f"--probe-json {path} does not exist; run python -m volo.distributed.allreduce_probe --json.")
+    try:
+        data = json.loads(path.read_text())
+        fit, n = data["fit"], int(data["world_size"])
+        latency, busbw, cv = float(fit["latency_s"]), float(fit["busbw_gbs"]), float(data["straggler_cv"])
+        nodes = int(data["nodes"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise VoloError(
+            f"--probe-json {path} is not an all-reduce probe result ({type(err).__name__}: {err})."
+        ) from None
+    if n < 2 or busbw <= 0 or latency < 0 or cv < 0:
+        raise VoloError(f"--probe-json {path}: world_size {n}, busbw {busbw}, latency {latency} make no sense.")
+    return {"world_size": n, "nodes": nodes, "latency_s": latency, "busbw_gbs": busbw, "straggler_cv": cv}
+
+
+def comm_from_probe(probe: dict, base: CommModel = CommModel()) -> CommModel:
+    """`base` with the measured terms: a multi-node probe gives the inter-node bandwidth, a one-node probe the
+    intra-node one; the latency per hop is the fitted latency over the probe's 2 (n-1) hops."""
+    n = probe["world_size"]
+    bandwidth = (
+        {"inter_node_gbytes_s": probe["busbw_gbs"]} if probe["nodes"] > 1 else {"nvlink_gbytes_s": probe["busbw_gbs"]}
+    )
+    return replace(base, **bandwidth, hop_latency_s=probe["latency_s"] / (2 * (n - 1)),
+                   straggler_cv=probe["straggler_cv"])  # fmt: skip
+
+
+def images_s_from_run(run_dir: Path) -> float:
+    """A run's measured images/s: the median over the second half of metrics/steps.jsonl (warm-up left out)."""
+    path = run_dir / "metrics" / "steps.jsonl"
+    if not path.is_file():
+        raise VoloError(f"--from-run {run_dir}: no metrics/steps.jsonl; pass the run folder of a `volo train` run.")
+    rates = []
+    for line in path.read_text().splitlines():
+        try:
+            rates.append(float(json.loads(line)["images_per_s"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    if not rates:
+        raise VoloError(f"--from-run {path} has no rows with images_per_s.")
+    return statistics.median(rates[len(rates) // 2 :])
