@@ -6,7 +6,11 @@
 #   tests/slurm/cluster.sh stop DIR    # stops the daemons by their pid files
 #
 # Needs root and: apt-get install -y slurmctld slurmd slurm-client munge
-# Adds "127.0.0.1 node1 node2" to /etc/hosts when missing (the job's master address is the node name).
+# Gives each node its own loopback address in /etc/hosts, "127.0.0.1 node1" and "127.0.0.2 node2" (replacing older
+# node1/node2 lines), so a job whose master is not its first node's address fails as it would on two machines.
+# proctrack/linuxproc: a signal to a step reaches every process below it, as proctrack/cgroup on a real cluster
+# (torchrun's workers and DataLoader workers included).
+# cred_expire=10: a requeued job starts again after ~11 s instead of Slurm's default ~2 min.
 # Every wait is bounded; `start` fails (and stops what it started) when the nodes are not idle within 60 s.
 set -euo pipefail
 
@@ -36,7 +40,11 @@ fi
 for tool in munged slurmctld slurmd sbatch; do
     command -v "$tool" >/dev/null || { echo "cluster.sh: $tool missing: apt-get install -y slurmctld slurmd slurm-client munge" >&2; exit 3; }
 done
-grep -qE '^127\.0\.0\.1\s.*\bnode1\b.*\bnode2\b' /etc/hosts || echo "127.0.0.1 node1 node2" >> /etc/hosts
+if ! grep -qE '^127\.0\.0\.1\s+node1$' /etc/hosts || ! grep -qE '^127\.0\.0\.2\s+node2$' /etc/hosts; then
+    # rewrite in place (a container's /etc/hosts is a bind mount: no rename, so no sed -i)
+    hosts=$(grep -vwE 'node1|node2' /etc/hosts || true)
+    printf '%s\n127.0.0.1 node1\n127.0.0.2 node2\n' "$hosts" > /etc/hosts
+fi
 
 mkdir -p "$DIR/state" "$DIR/log"
 # munge: a private key, socket and pid file, so this cluster never touches a system munged.
@@ -55,8 +63,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$DIR/munge.socket
-ProctrackType=proctrack/pgid
+AuthInfo=socket=$DIR/munge.socket,cred_expire=10
+ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
 ReturnToService=2
@@ -76,7 +84,7 @@ SlurmdTimeout=30
 KillWait=30
 MinJobAge=600
 NodeName=node1 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=$((PORT_BASE + 1)) CPUs=$CPUS RealMemory=4000
-NodeName=node2 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=$((PORT_BASE + 2)) CPUs=$CPUS RealMemory=4000
+NodeName=node2 NodeHostname=$(hostname) NodeAddr=127.0.0.2 Port=$((PORT_BASE + 2)) CPUs=$CPUS RealMemory=4000
 PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE
 CONF
 export SLURM_CONF="$DIR/slurm.conf"

@@ -7,7 +7,9 @@ writing and evaluation count against it).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -64,6 +66,35 @@ def select_device(local_rank: int, prefer: str = "auto") -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def _addresses(host: str) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return set()
+
+
+def check_master_is_rank0_host(env=os.environ) -> None:
+    """Under Slurm without torchrun, rank 0 hosts the rendezvous store on its own node: MASTER_ADDR must name that
+    node, or every other rank waits out the timeout for a store nobody serves. A VoloError right away instead.
+
+    Checked only where the answer is certain: rank 0, SLURMD_NODENAME and MASTER_ADDR both resolve, and MASTER_ADDR
+    is not a loopback address of a one-node job."""
+    node, master = env.get("SLURMD_NODENAME"), env.get("MASTER_ADDR")
+    if env.get("RANK") != "0" or not node or not master or "TORCHELASTIC_RUN_ID" in env:
+        return
+    mine, theirs = _addresses(node), _addresses(master)
+    if not mine or not theirs or mine & theirs:
+        return
+    one_node = env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES")) == "1"
+    if one_node and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in theirs):
+        return
+    raise VoloError(
+        f"MASTER_ADDR={master} ({', '.join(sorted(theirs))}) is not the node of rank 0 ({node}, "
+        f"{', '.join(sorted(mine))}), which hosts the rendezvous: set MASTER_ADDR to the first host of the allocation "
+        '(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1), as `volo slurm` scripts do.'
+    )
+
+
 def init_distributed(prefer: str = "auto", timeout_s: float | None = None, init_method: str | None = None) -> DistInfo:
     """Join the job described by the environment (or return a single-process `DistInfo`)."""
     world = _env_int("WORLD_SIZE", 1)
@@ -74,6 +105,8 @@ def init_distributed(prefer: str = "auto", timeout_s: float | None = None, init_
         return DistInfo(0, 0, 1, device, None)
     if init_method is None and not ("MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ):
         raise VoloError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are unset; launch with torchrun.")
+    if init_method is None:
+        check_master_is_rank0_host()
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = timedelta(seconds=timeout_s or float(os.environ.get("VOLO_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)))
     if not dist.is_initialized():
