@@ -53,16 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--probe-json", type=Path, default=None, help="measured all-reduce (allreduce_probe --json)")
     batch_help = f"images per GPU per step (default {WRITEUP_PER_GPU_BATCH})"
     parser.add_argument("--per-gpu-batch", type=int, default=None, help=batch_help)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (default 8, a DGX)")
     parser.add_argument("--nodes", default="1,2,4,5,8", help="comma-separated node counts")
-    parser.add_argument("--epochs", type=float, default=300.0)
-    parser.add_argument("--dataset-images", type=int, default=IMAGENET_TRAIN_IMAGES)
+    parser.add_argument("--epochs", type=float, default=300.0, help="epochs to train (default 300)")
+    parser.add_argument("--dataset-images", type=int, default=IMAGENET_TRAIN_IMAGES,
+                        help=f"training images per epoch (default {IMAGENET_TRAIN_IMAGES:,}, ImageNet-1k)")  # fmt: skip
     parser.add_argument("--nvlink-gbs", type=float, default=DEFAULTS.nvlink_gbytes_s, help="intra-node busbw GB/s")
     parser.add_argument(
         "--inter-node-gbs", type=float, default=DEFAULTS.inter_node_gbytes_s, help="effective inter-node busbw GB/s"
     )
     parser.add_argument("--overlap", type=float, default=DEFAULTS.overlap, help="all-reduce fraction hidden (0..1)")
-    parser.add_argument("--bytes-per-grad", type=int, default=DEFAULTS.bytes_per_grad)
+    parser.add_argument("--bytes-per-grad", type=int, default=DEFAULTS.bytes_per_grad,
+                        help="bytes all-reduced per gradient element (4: fp32 DDP buckets)")  # fmt: skip
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
