@@ -17,15 +17,23 @@ from volo.models.blocks import ClassBlock, DropPath, Transformer
 from volo.models.outlook_attention import outlook_attention_reference
 
 
-def _model(img_size: int = 64, classes: int = 7) -> volo.Volo:
-    torch.manual_seed(0)
-    model = volo.create_model("volo_tiny", img_size=img_size, num_classes=classes)
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode really differs from train mode
-        for m in model.modules():
+def _jitter_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial normalisation parameters and statistics: at their init every LayerNorm is the same function
+    (weight 1, bias 0), so using one in place of another would go unseen; BatchNorm eval would equal train."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-    return model
+    return module
+
+
+def _model(img_size: int = 64, classes: int = 7) -> volo.Volo:
+    torch.manual_seed(0)
+    return _jitter_norms(volo.create_model("volo_tiny", img_size=img_size, num_classes=classes))
 
 
 def _by_hand(model: volo.Volo, x: torch.Tensor, mask: torch.Tensor | None = None):
@@ -104,7 +112,7 @@ def _mlp(m, x):
 
 def test_transformer_block_matches_its_equations():
     torch.manual_seed(0)
-    block = Transformer(dim=16, num_heads=2, mlp_ratio=3.0).eval()
+    block = _jitter_norms(Transformer(dim=16, num_heads=2, mlp_ratio=3.0)).eval()
     x = torch.randn(2, 3, 5, 16)
     with torch.no_grad():
         got = block(x)
@@ -117,7 +125,7 @@ def test_transformer_block_matches_its_equations():
 
 def test_class_block_updates_only_the_class_token():
     torch.manual_seed(0)
-    block = ClassBlock(dim=16, num_heads=2, mlp_ratio=3.0).eval()
+    block = _jitter_norms(ClassBlock(dim=16, num_heads=2, mlp_ratio=3.0)).eval()
     x = torch.randn(2, 6, 16)
     with torch.no_grad():
         got = block(x)
