@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import volo
-from volo.models.blocks import ClassBlock, DropPath, Transformer
+from volo.models.blocks import ClassBlock, DropPath, Outlooker, Transformer
 from volo.models.outlook_attention import outlook_attention_reference
 
 
@@ -119,6 +119,21 @@ def test_transformer_block_matches_its_equations():
         y = block.norm1(x).reshape(2, 15, 16)
         q, k, v = (_heads(t, 2) for t in block.attn.qkv(y).split(16, dim=-1))
         x1 = x + block.attn.proj(_attend(q, k, v)).reshape(2, 3, 5, 16)
+        expected = x1 + _mlp(block.mlp, block.norm2(x1))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_outlooker_block_matches_its_equations():
+    """x += proj(outlook(v(n1(x)), attn(avgpool_2x2(n1(x))), scale = head_dim ** -0.5)); x += mlp(n2(x))."""
+    torch.manual_seed(0)
+    block = _jitter_norms(Outlooker(dim=16, num_heads=2, mlp_ratio=3.0)).eval()
+    x = torch.randn(2, 6, 6, 16)
+    with torch.no_grad():
+        got = block(x)
+        y = block.norm1(x)
+        pooled = F.avg_pool2d(y.permute(0, 3, 1, 2), 2, 2, ceil_mode=True).permute(0, 2, 3, 1)
+        a = outlook_attention_reference(block.attn.v(y), block.attn.attn(pooled), 2, 3, 1, 2, (16 // 2) ** -0.5)
+        x1 = x + block.attn.proj(a)
         expected = x1 + _mlp(block.mlp, block.norm2(x1))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
