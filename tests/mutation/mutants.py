@@ -30,8 +30,11 @@ LOSS = ("tests/test_loss.py", "tests/test_training_step.py")
 MODEL = ("tests/test_model_semantics.py", "tests/test_mixtoken.py")
 DEPTH = ("tests/test_models.py::test_stochastic_depth_reference_rule_and_outlooker_option",)
 EVAL = ("tests/test_eval_topk.py", "tests/test_eval.py::test_top1_top5_exact")
-SAMPLER = ("tests/test_resume.py::test_sampler_epoch_order_shards_and_resume",
-           "tests/test_resume.py::test_sampler_resume_mid_epoch_and_new_world_size")  # fmt: skip
+SAMPLER = (
+    "tests/test_resume.py::test_sampler_epoch_order_shards_and_resume",
+    "tests/test_resume.py::test_sampler_resume_mid_epoch_and_new_world_size",
+    "tests/test_sampler_edges.py",
+)
 DATA = ("tests/test_data_transforms.py", "tests/test_token_labels_alignment.py", "tests/test_targets.py")
 LOADER = ("tests/test_loader_backends.py",)
 
