@@ -35,7 +35,12 @@ SAMPLER = (
     "tests/test_resume.py::test_sampler_resume_mid_epoch_and_new_world_size",
     "tests/test_sampler_edges.py",
 )
-DATA = ("tests/test_data_transforms.py", "tests/test_token_labels_alignment.py", "tests/test_targets.py")
+DATA = (
+    "tests/test_data_transforms.py",
+    "tests/test_token_labels_alignment.py",
+    "tests/test_targets.py",
+    "tests/test_eval_crop_alignment.py",
+)
 LOADER = ("tests/test_loader_backends.py",)
 
 S, T, E, O = "volo/training/step.py", "volo/training/trainer.py", "volo/training/ema.py", "volo/training/optim.py"
