@@ -41,7 +41,7 @@ DATA = (
     "tests/test_targets.py",
     "tests/test_eval_crop_alignment.py",
 )
-LOADER = ("tests/test_loader_backends.py",)
+LOADER = ("tests/test_collate.py", "tests/test_loader_backends.py")
 
 S, T, E, O = "volo/training/step.py", "volo/training/trainer.py", "volo/training/ema.py", "volo/training/optim.py"
 SC, MX, L = "volo/training/schedule.py", "volo/training/mixtoken.py", "volo/training/loss.py"
