@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Diagnostic arm (written before it ran): token labels + the ground-truth blend of the class target, 3 seeds.
+# Diagnostic arm (decided before it ran): token labels + the ground-truth blend of the class target, 3 seeds.
 OUT=$1
 common=(--set model.num_classes=10 --set train.progress=false --set train.log_every=10 --set data.workers=0
         --set checkpoint.eval_every=1000 --set schedule.warmup_epochs=1 --set data.eval_batch_size=256)
