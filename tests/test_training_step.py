@@ -50,16 +50,16 @@ def _clone_rng(rng: np.random.Generator) -> np.random.Generator:
     return twin
 
 
-def _ctx(model, optimizer, rng, clip=None, skip_on_device=False, smoothing=0.1, targets="auto") -> StepContext:
+def _ctx(model, optimizer, rng, clip=None, skip_on_device=False, targets="auto", gt=False) -> StepContext:
     return StepContext(
         net=model,
         ddp=None,
         params=[p for p in model.parameters() if p.requires_grad],
         optimizer=optimizer,
-        loss_fn=TokenLabelingLoss(dense_weight=0.5),
+        loss_fn=TokenLabelingLoss(dense_weight=0.5, ground_truth=gt),
         device=torch.device("cpu"),
         num_classes=K,
-        smoothing=smoothing,
+        smoothing=0.1,
         mixtoken=True,
         mix_rng=rng,
         amp_dtype=None,
@@ -74,11 +74,17 @@ def _ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
-def _hand_loss(model, batch: Batch, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, cls, tokens) of one micro-batch, the MixToken class target mixed by hand: lam*t + (1-lam)*t[B-1-i]."""
+def _hand_loss(model, batch: Batch, rng: np.random.Generator, gt: bool = False):
+    """(total, cls, tokens) of one micro-batch, the MixToken class target mixed by hand: lam*t + (1-lam)*t[B-1-i];
+    with `gt` the teacher's class target is first blended per sample with the smoothed one-hot label:
+    r * teacher + (1 - r) * label, r = 0.5 where their top classes agree, else 0.9."""
     mix = sample_mix_box((4, 4), rng)
     t = build_targets(batch, K, 0.1)
-    t_cls = mix.lam * t.cls + (1.0 - mix.lam) * t.cls.flip(0)
+    t_cls = t.cls
+    if gt:
+        r = torch.where(t.cls.argmax(-1) == batch.labels, 0.5, 0.9)[:, None]
+        t_cls = r * t.cls + (1 - r) * t.ground_truth
+    t_cls = mix.lam * t_cls + (1.0 - mix.lam) * t_cls.flip(0)
     out = model(batch.images, mix_box=mix.box)
     cls, tokens = _ce(out.cls_logits, t_cls), _ce(out.token_logits, t.tokens)
     return cls + 0.5 * tokens, cls, tokens
@@ -92,17 +98,20 @@ def _norm(ts: list[torch.Tensor]) -> float:
     return float(torch.sqrt(sum((t.double() ** 2).sum() for t in ts)))
 
 
-@pytest.mark.parametrize("micro,targets", [(1, "sparse"), (1, "dense"), (2, "auto")])
-def test_step_equals_hand_computed_mixtoken_loss_and_update(micro, targets):
+@pytest.mark.parametrize(
+    "micro,targets,gt",
+    [(1, "sparse", False), (1, "dense", False), (2, "auto", False), (1, "dense", True), (1, "sparse", True)],
+)
+def test_step_equals_hand_computed_mixtoken_loss_and_update(micro, targets, gt):
     """The logged parts are the hand loss (mean over micro-batches) and SGD(lr=1) moves each weight by -grad,
-    on the sparse token-target path and on the dense reference path."""
+    on the sparse token-target path and on the dense reference path, with and without the ground-truth blend."""
     model, rng = _model(), _rng_with_nonempty_first_box()
     ref, ref_rng = copy.deepcopy(model), _clone_rng(rng)
     batches = [_batch(10 + i) for i in range(micro)]
-    parts = [_hand_loss(ref, b, ref_rng) for b in batches]
+    parts = [_hand_loss(ref, b, ref_rng, gt) for b in batches]
     (sum(p[0] for p in parts) / micro).backward()
     before = [p.detach().clone() for p in model.parameters()]
-    stats = train_step(_ctx(model, torch.optim.SGD(model.parameters(), lr=1.0), rng, targets=targets), batches)
+    stats = train_step(_ctx(model, torch.optim.SGD(model.parameters(), lr=1.0), rng, targets=targets, gt=gt), batches)
     expected = [sum(float(p[j].detach()) for p in parts) / micro for j in range(3)]
     assert stats.parts.tolist()[:3] == pytest.approx(expected, rel=1e-5)
     assert float(stats.skipped) == 0.0
