@@ -14,7 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from faults import kill_group, make_data, run, start, torchrun_cmd, train_args, volo_cmd, wait_for, worker_pids
+
+from volo.data.dataset import Sample
+from volo.data.loader import LoaderConfig, build_loader
+from volo.training.signals import stop_signals_blocked
 
 IMAGES, EPOCHS, GLOBAL_BATCH = 32, 2, 8
 
@@ -123,3 +128,28 @@ def test_signal_to_the_process_group_with_loader_workers(tmp_path: Path, sig: si
         f"\nRELIABILITY {name} to the process group (2 loader workers): signal after step {signalled}, checkpoint "
         f"at step {stopped_at}, exit 3 after {stop_s:.1f} s, no final weights; resumed to step 24"
     )
+
+
+class _WorkerSignalState(torch.utils.data.Dataset):
+    """Each item: (SIGTERM ignored?, SIGTERM blocked?) as the worker process sees it."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> Sample:
+        ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        blocked = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        image = torch.tensor([float(ignored), float(blocked)])
+        return Sample(image=image, label=index, label_transform=torch.zeros(2, 3), index=index)
+
+
+def test_loader_workers_start_with_stop_signals_blocked_then_ignore_them():
+    """Workers are forked with SIGTERM blocked (torch's worker start would die of it before worker_init_fn), then
+    ignore it unblocked; the trainer's own mask is left as it was."""
+    loader = build_loader(_WorkerSignalState(), LoaderConfig(batch_size=2, num_workers=2, drop_last=False))
+    states = torch.cat([batch.images for batch in loader])
+    assert states.tolist() == [[1.0, 0.0]] * 4  # every worker: SIGTERM ignored, not blocked
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with stop_signals_blocked():
+        assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

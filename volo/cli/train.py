@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from volo.training.signals import EXIT_DONE, EXIT_FAILED, stopped_exit_code
     from volo.training.trainer import train
 
+    finished = False
     try:
         try:
             result = train(
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             else:
                 print(f"volo train: run folder {result.run_dir}; weights {result.final_weights}", flush=True)
+        finished = True
     finally:
-        teardown()
+        # after an error the other ranks may be inside a collective: leave without the barrier, so this rank's
+        # error is printed and it exits now (the others then fail their collective and name this rank)
+        teardown(wait=finished)
     return stopped_exit_code() if result.interrupted else EXIT_DONE

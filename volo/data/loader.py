@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from volo.data.batch import Batch
 from volo.data.dataset import Sample
 from volo.data.workers import cap_workers
-from volo.training.signals import ignore_stop_signals
+from volo.training.signals import ignore_stop_signals, stop_signals_blocked
 
 
 def collate_samples(samples: list[Sample]) -> Batch:
@@ -39,13 +39,21 @@ class LoaderConfig:
     """Batches each worker prepares ahead."""
 
 
+class _StopSafeDataLoader(DataLoader):
+    """Starts its workers with the stop signals blocked (`volo.training.signals.stop_signals_blocked`)."""
+
+    def _get_iterator(self):
+        with stop_signals_blocked():
+            return super()._get_iterator()
+
+
 def build_loader(
     dataset: Dataset, cfg: LoaderConfig, sampler: Sampler | None = None, shuffle: bool = False
 ) -> DataLoader:
     """A DataLoader yielding `Batch`. Pass a (distributed, resumable) sampler for training; `shuffle` only
     applies without one. Workers persist across epochs."""
     workers = cap_workers(cfg.num_workers)  # at most the CPUs this process may use (torch warns beyond)
-    return DataLoader(
+    return _StopSafeDataLoader(
         dataset,
         batch_size=cfg.batch_size,
         sampler=sampler,

@@ -125,11 +125,12 @@ def init_distributed(prefer: str = "auto", timeout_s: float | None = None, init_
     return DistInfo(rank, local_rank, world, device, backend)
 
 
-def teardown() -> None:
-    """Leave the process group (no-op for a single process)."""
+def teardown(wait: bool = True) -> None:
+    """Leave the process group (no-op for a single process); `wait=False` skips the barrier (after an error)."""
     if dist.is_available() and dist.is_initialized():
         try:
-            dist.barrier()
+            if wait:
+                dist.barrier()
         finally:
             dist.destroy_process_group()
 

@@ -17,6 +17,7 @@ and a worker killed by SIGTERM would end the run with "DataLoader worker ... kil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -37,9 +38,24 @@ def stopped_exit_code() -> int:
 
 def ignore_stop_signals(worker_id: int | None = None) -> None:
     """Make the calling process ignore SIGTERM/SIGINT/SIGUSR2 (a DataLoader `worker_init_fn`): the main process
-    decides when to stop and ends its workers itself."""
+    decides when to stop and ends its workers itself. Then unblocks them (see `stop_signals_blocked`): one that
+    arrived while the worker started is dropped."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Block the stop signals in this thread while DataLoader workers are forked. A worker starts with torch's C
+    handler for SIGTERM (print, then die) until its `worker_init_fn` runs: a SIGTERM from Slurm in that window
+    killed it ("DataLoader worker ... is killed by signal: Terminated") and with it the rank. Forked workers
+    inherit the blocked mask; `ignore_stop_signals` lifts it once the signals are ignored."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class StopFlag:
