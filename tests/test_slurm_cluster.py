@@ -164,13 +164,14 @@ def test_early_warning_requeues_and_resumes_to_the_uninterrupted_weights(cluster
     data = make_data(tmp_path / "data")
     out = tmp_path / "runs"
     # One rank per node, 4 images each; the uninterrupted reference: the same 2 ranks on this machine, meanwhile.
+    # No `volo bind`: it would give each rank its node's 2 cores (OMP_NUM_THREADS=2), another summation order.
     extra = ["train.deterministic=true", "schedule.epochs=4", "train.batch_size=4"]
     reference = subprocess.Popen(
         torchrun_cmd(2, [*train_args(data, out, "reference", 4, extra, resume=False)]),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     job_id, log = submit(
-        cluster, monkeypatch, capsys, out, "warned", "debug", "--data-dir", str(data),
+        cluster, monkeypatch, capsys, out, "warned", "debug", "--data-dir", str(data), "--no-bind",
         "--volo", str(slow_volo(tmp_path, 0.1)), *tiny_sets(*extra), procs=1,
     )  # fmt: skip
     wait_for(logged(log, "epoch 1 step 4"), 240, "epoch 1", log)

@@ -40,7 +40,7 @@ fi
 for tool in munged slurmctld slurmd sbatch; do
     command -v "$tool" >/dev/null || { echo "cluster.sh: $tool missing: apt-get install -y slurmctld slurmd slurm-client munge" >&2; exit 3; }
 done
-if ! grep -qE '^127\.0\.0\.1\s+node1$' /etc/hosts || ! grep -qE '^127\.0\.0\.2\s+node2$' /etc/hosts; then
+if [[ "$(grep -wE 'node1|node2' /etc/hosts || true)" != $'127.0.0.1 node1\n127.0.0.2 node2' ]]; then
     # rewrite in place (a container's /etc/hosts is a bind mount: no rename, so no sed -i)
     hosts=$(grep -vwE 'node1|node2' /etc/hosts || true)
     printf '%s\n127.0.0.1 node1\n127.0.0.2 node2\n' "$hosts" > /etc/hosts
