@@ -16,7 +16,7 @@ import pytest
 from volo.cli.main import build_parser, main
 from volo.errors import VoloError
 
-MINE = ("demo", "train", "eval", "predict", "label", "bench", "slurm", "bind")  # plan: issue 12 is on it
+COMMANDS = ("demo", "train", "eval", "predict", "label", "bench", "slurm", "bind", "plan")
 
 
 def run_python(code: str) -> str:
@@ -59,7 +59,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
-@pytest.mark.parametrize("command", MINE)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_flag_has_help_and_every_command_a_description(command):
     sub = subparsers()[command]
     assert sub.description
