@@ -15,16 +15,16 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from faults import make_data, tiny_config, truncate, zero
+from faults.checkpoints import copy_checkpoints, resume_auto
 
 from volo.errors import VoloError
 from volo.training import checkpoint as ckpt_mod
-from volo.training.checkpoint import CheckpointManager, load_checkpoint, resolve_resume
+from volo.training.checkpoint import CheckpointManager, load_checkpoint
 from volo.training.faults import save_checkpoint_together
 from volo.training.trainer import train
 
@@ -47,20 +47,6 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
     return data, run_dir
 
 
-def _copy(run_dir: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "runs" / run_dir.name
-    shutil.copytree(run_dir, dst)
-    return dst / "checkpoints"
-
-
-def _resume_auto(ckpts: Path) -> tuple[Path, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        found = resolve_resume("auto", ckpts)
-    assert found is not None
-    return found[0], [str(w.message) for w in caught]
-
-
 DAMAGE = {
     "truncated": lambda p: truncate(p, 100),
     "half-written": lambda p: truncate(p, p.stat().st_size // 2),
@@ -72,34 +58,34 @@ DAMAGE = {
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_damaged_newest_falls_back_with_warning(finished, tmp_path: Path, kind: str):
-    ckpts = _copy(finished[1], tmp_path)
+    ckpts = copy_checkpoints(finished[1], tmp_path)
     DAMAGE[kind](ckpts / NEWEST)
     (ckpts / f".{NEWEST}.tmp4242").write_bytes(b"half of a write that never finished")  # a leftover temp file
-    path, notes = _resume_auto(ckpts)
+    path, notes = resume_auto(ckpts)
     assert path.name == PREVIOUS
     assert any(f"Skipping damaged checkpoint {ckpts / NEWEST}" in n for n in notes), notes
 
 
 def test_two_damaged_fall_back_two(finished, tmp_path: Path):
-    ckpts = _copy(finished[1], tmp_path)
+    ckpts = copy_checkpoints(finished[1], tmp_path)
     zero(ckpts / NEWEST)
     truncate(ckpts / PREVIOUS, 10)
-    path, notes = _resume_auto(ckpts)
+    path, notes = resume_auto(ckpts)
     assert path.name == "step000000002.pt" and sum("Skipping damaged" in n for n in notes) == 2
 
 
 def test_dangling_latest_pointer_is_named(finished, tmp_path: Path):
-    ckpts = _copy(finished[1], tmp_path)
+    ckpts = copy_checkpoints(finished[1], tmp_path)
     (ckpts / NEWEST).unlink()
     (ckpts / "best.pt").unlink(missing_ok=True)
-    path, notes = _resume_auto(ckpts)
+    path, notes = resume_auto(ckpts)
     assert path.name == PREVIOUS
     assert any(f"pointer {ckpts / 'latest'} names {NEWEST}, which does not exist" in n for n in notes), notes
 
 
 def test_resume_after_damage_finishes_the_run(finished, tmp_path: Path):
     data, run_dir = finished
-    ckpts = _copy(run_dir, tmp_path)
+    ckpts = copy_checkpoints(run_dir, tmp_path)
     truncate(ckpts / NEWEST, (ckpts / NEWEST).stat().st_size // 2)
     cfg = _cfg(data, tmp_path / "runs", run_dir.name)
     with pytest.warns(UserWarning, match=f"Skipping damaged checkpoint {ckpts / NEWEST}"):
@@ -116,7 +102,7 @@ def _digest(path: Path) -> str:
 
 
 def test_no_space_left_keeps_previous_and_reports(finished, tmp_path: Path, monkeypatch):
-    ckpts = _copy(finished[1], tmp_path)
+    ckpts = copy_checkpoints(finished[1], tmp_path)
     ckpt = load_checkpoint(ckpts / NEWEST)
     ckpt.progress.step = 5
     before = {p.name: _digest(p) for p in ckpts.iterdir()}

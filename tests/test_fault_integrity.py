@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 from faults import make_data, tiny_config
+from faults.checkpoints import copy_checkpoints, resume_auto
 
-from volo.training.checkpoint import load_checkpoint, resolve_resume
+from volo.training.checkpoint import load_checkpoint
 from volo.training.trainer import train
 
 NEWEST, PREVIOUS = "epoch0001_step000000004.pt", "step000000003.pt"
@@ -35,20 +34,6 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
     data = make_data(root / "data")
     train(_cfg(data, root / "runs", "good"))
     return data, root / "runs" / "good"
-
-
-def _copy(run_dir: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "runs" / run_dir.name
-    shutil.copytree(run_dir, dst)
-    return dst / "checkpoints"
-
-
-def _resume_auto(ckpts: Path) -> tuple[Path, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        found = resolve_resume("auto", ckpts)
-    assert found is not None
-    return found[0], [str(w.message) for w in caught]
 
 
 def flip_one_bit_in_a_weight(path: Path) -> str:
@@ -80,13 +65,13 @@ def _tensors(a, b, prefix=""):
 
 
 def test_one_flipped_bit_is_caught_and_resume_falls_back(finished, tmp_path: Path):
-    ckpts = _copy(finished[1], tmp_path)
+    ckpts = copy_checkpoints(finished[1], tmp_path)
     original = torch.load(ckpts / NEWEST, map_location="cpu", weights_only=True)
     flip_one_bit_in_a_weight(ckpts / NEWEST)
     flipped = torch.load(ckpts / NEWEST, map_location="cpu", weights_only=True)  # the zip still loads
     changed = [k for k, (a, b) in _tensors(original, flipped) if not torch.equal(a, b)]
     assert len(changed) == 1, "the flipped bit must land in one tensor"
-    path, notes = _resume_auto(ckpts)
+    path, notes = resume_auto(ckpts)
     assert path.name == PREVIOUS, notes
     assert any(f"Skipping damaged checkpoint {ckpts / NEWEST}" in n and "SHA-256" in n for n in notes), notes
     print(f"\nRELIABILITY bit-flip: {changed[0]} changed by one bit; resume fell back to {PREVIOUS}")
@@ -97,12 +82,12 @@ WRONG_TYPES = {"version": "x", "world_size": "two", "optimizer": {}}
 
 @pytest.mark.parametrize("field", list(WRONG_TYPES))
 def test_wrong_field_type_is_damaged_not_a_traceback(finished, tmp_path: Path, field: str):
-    ckpts = _copy(finished[1], tmp_path)
+    ckpts = copy_checkpoints(finished[1], tmp_path)
     obj = torch.load(ckpts / NEWEST, map_location="cpu", weights_only=True)
     obj[field] = WRONG_TYPES[field]
     (ckpts / f"{NEWEST}.sha256").unlink(missing_ok=True)  # as written without a checksum (older volo)
     torch.save(obj, ckpts / NEWEST)
-    path, notes = _resume_auto(ckpts)
+    path, notes = resume_auto(ckpts)
     assert path.name == PREVIOUS, notes
     assert any(f"damaged: field {field} must be" in n for n in notes), notes
 
