@@ -11,6 +11,11 @@ STUDENT_PER_CLASS=${STUDENT_PER_CLASS:-50}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-6}
 SEEDS=${SEEDS:-"0 1 2"}
+# Run 2 (README "Run 2") sets these; the defaults are run 1's.
+TEACHER_MODEL=${TEACHER_MODEL:-test_resnet}
+TEACHER_PX=${TEACHER_PX:-80}
+TEACHER_SMOOTHING=${TEACHER_SMOOTHING:-0.1}
+TEACHER_WORKERS=${TEACHER_WORKERS:-0}
 mkdir -p "$OUT"
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
@@ -51,9 +56,11 @@ student() {
 
 t0=$(date +%s)
 while [ -n "${WAIT_TEACHER:-}" ] && [ ! -f "$OUT/runs/teacher/result.json" ]; do sleep 20; done  # resumed driver
-log "teacher: timm:test_resnet @80 px, ${TEACHER_PER_CLASS}/class, $TEACHER_EPOCHS epochs, plain labels, no dense loss"
+log "teacher: timm:$TEACHER_MODEL @$TEACHER_PX px, ${TEACHER_PER_CLASS}/class, $TEACHER_EPOCHS epochs, plain labels" \
+    "(smoothing $TEACHER_SMOOTHING), no dense loss"
 [ -f "$OUT/runs/teacher/result.json" ] || volo train debug --data "$OUT/teacher" --out "$OUT/runs" --name teacher \
-  "${common[@]}" --set model.name=timm:test_resnet --set model.img_size=80 --set token_labels.size=5 \
+  "${common[@]}" --set model.name="timm:$TEACHER_MODEL" --set model.img_size="$TEACHER_PX" --set token_labels.size=5 \
+  --set token_labels.label_smoothing="$TEACHER_SMOOTHING" --set data.workers="$TEACHER_WORKERS" \
   --set token_labels.mixtoken=false --set token_labels.dense_weight=0 --set schedule.epochs="$TEACHER_EPOCHS" \
   --set optim.lr_base=0.032 --set train.batch_size=64
 echo "teacher_s $(( $(date +%s) - t0 ))" >> "$OUT/minutes.txt"
