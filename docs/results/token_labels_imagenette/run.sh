@@ -59,7 +59,7 @@ while [ -n "${WAIT_TEACHER:-}" ] && [ ! -f "$OUT/runs/teacher/result.json" ]; do
 log "teacher: timm:$TEACHER_MODEL @$TEACHER_PX px, ${TEACHER_PER_CLASS}/class, $TEACHER_EPOCHS epochs, plain labels" \
     "(smoothing $TEACHER_SMOOTHING), no dense loss"
 [ -f "$OUT/runs/teacher/result.json" ] || volo train debug --data "$OUT/teacher" --out "$OUT/runs" --name teacher \
-  "${common[@]}" --set model.name="timm:$TEACHER_MODEL" --set model.img_size="$TEACHER_PX" --set token_labels.size=5 \
+  "${common[@]}" --set model.name="timm:$TEACHER_MODEL" --set model.img_size="$TEACHER_PX" --set token_labels.size=$((TEACHER_PX / 16)) \
   --set token_labels.label_smoothing="$TEACHER_SMOOTHING" --set data.workers="$TEACHER_WORKERS" \
   --set token_labels.mixtoken=false --set token_labels.dense_weight=0 --set schedule.epochs="$TEACHER_EPOCHS" \
   --set optim.lr_base=0.032 --set train.batch_size=64
