@@ -44,6 +44,7 @@ DATA = (
 LOADER = ("tests/test_collate.py", "tests/test_loader_backends.py")
 
 S, T, E, O = "volo/training/step.py", "volo/training/trainer.py", "volo/training/ema.py", "volo/training/optim.py"
+W = "volo/training/model_setup.py"
 SC, MX, L = "volo/training/schedule.py", "volo/training/mixtoken.py", "volo/training/loss.py"
 V, B, OA = "volo/models/volo.py", "volo/models/blocks.py", "volo/models/outlook_attention.py"
 TR, SA, AF, TG = "volo/data/transforms.py", "volo/data/sampler.py", "volo/data/affine.py", "volo/data/targets.py"
@@ -91,9 +92,9 @@ MUTANTS: list[Mutant] = [
     ),  # fmt: skip
     M("trainer-no-ema-update", T, "self.ema.update(self.model)", "pass", LOOP_EMA),
     M("trainer-ema-eval-live-model", T, "evaluate(self.ema.module,", "evaluate(self.model,", LOOP_EMA),
-    M("trainer-no-clip", T, "clip_grad=self.cfg.train.clip_grad,", "clip_grad=None,", LOOP),
-    M("trainer-no-mixtoken", T, "mixtoken=self.cfg.token_labels.mixtoken,", "mixtoken=False,", LOOP),
-    M("trainer-no-smoothing", T, "smoothing=self.cfg.token_labels.label_smoothing,", "smoothing=0.0,", LOOP),
+    M("trainer-no-clip", W, "clip_grad=tr.clip_grad,", "clip_grad=None,", LOOP),
+    M("trainer-no-mixtoken", W, "mixtoken=tl.mixtoken,", "mixtoken=False,", LOOP),
+    M("trainer-no-smoothing", W, "smoothing=tl.label_smoothing,", "smoothing=0.0,", LOOP),
     M(
         "trainer-lr-unscaled",
         T,

@@ -14,11 +14,9 @@ class names), plots/{loss,lr,accuracy}.png, result.json, and `.lock`, held by ra
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +26,7 @@ import torch.distributed as tdist
 from volo.atomic import remove_orphan_temps
 from volo.distributed.process_group import DistInfo, all_reduce_mean, barrier, init_distributed
 from volo.errors import VoloError
-from volo.labeling.teacher_net import TimmTeacherNet, build_timm_teacher, is_timm_name, save_timm_weights
-from volo.models.registry import create_model
+from volo.labeling.teacher_net import TimmTeacherNet, save_timm_weights
 from volo.models.weights import save_weights
 from volo.training.checkpoint import (
     CheckpointManager,
@@ -39,7 +36,7 @@ from volo.training.checkpoint import (
     resolve_resume,
 )
 from volo.training.checkpoint_integrity import nonfinite
-from volo.training.config import CUDA_GRAPH_MODES, RunConfig, save_config
+from volo.training.config import RunConfig, save_config
 from volo.training.config_checks import check_peak_lr, warn_plain_production
 from volo.training.data import TrainData, build_train_data, restore_loader
 from volo.training.ema import ModelEma
@@ -53,50 +50,18 @@ from volo.training.faults import (
 )
 from volo.training.load_timeout import timed
 from volo.training.loggers import RunLoggers, warn_cpu_amp
-from volo.training.loss import TokenLabelingLoss
-from volo.training.metrics import MetricsLog, drop_rows_after, read_jsonl
+from volo.training.metrics import MetricsLog, drop_rows_after
+from volo.training.model_setup import amp_dtype, build_model, wrap_for_steps
 from volo.training.optim import BatchGeometry, build_optimizer, scaled_lr, set_lr
 from volo.training.resume_config import check_resume_config
 from volo.training.rng import capture_rng, restore_rng, seed_everything
 from volo.training.run_folder import claim_run_folder
+from volo.training.run_result import RunResult, run_metrics
 from volo.training.schedule import build_schedule, total_epochs
 from volo.training.signals import StopFlag, StopVote
 from volo.training.speed import speed_settings
-from volo.training.step import StepContext, train_step
+from volo.training.step import train_step
 from volo.training.step_log import StepLogger
-
-
-@dataclass
-class RunResult:
-    """What a finished (or interrupted) run produced."""
-
-    run_dir: Path
-    final_weights: Path | None
-    """weights/final.safetensors; None when a stop signal interrupted the run (only a finished run writes it)."""
-    best_weights: Path | None
-    ema_weights: Path | None
-    metrics: dict
-    """Final eval (top1, top5, val_loss, images) plus steps, epochs, skipped_steps, train_loss, images_per_s."""
-    plots: list[Path] = field(default_factory=list)
-    interrupted: bool = False
-    """True when a stop signal ended the run early (a checkpoint was written; resume with --resume auto)."""
-
-
-def _create_volo(name: str, img_size: int, num_classes: int, checkpoint, drop_path_rate: float, drop_rate: float):
-    return create_model(
-        name,
-        img_size=img_size,
-        num_classes=num_classes,
-        checkpoint=checkpoint,
-        drop_path_rate=drop_path_rate,
-        drop_rate=drop_rate,
-    )
-
-
-def _amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.train.amp == "none":
-        return None
-    return torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
 
 
 def run_dir_of(cfg: RunConfig) -> Path:
@@ -141,10 +106,7 @@ class _Run:
         self.geometry = BatchGeometry(dist.world_size, cfg.train.batch_size, cfg.train.accumulation)
         self.data: TrainData = build_train_data(cfg, dist, self.geometry.global_batch)
         m = cfg.model
-        build = build_timm_teacher if is_timm_name(m.name) else _create_volo
-        self.model = build(
-            m.name, m.img_size, m.num_classes, None if resuming else m.init_checkpoint, m.drop_path_rate, m.drop_rate
-        ).to(dist.device)
+        self.model = build_model(m, resuming).to(dist.device)
         if self.main and not resuming and m.init_checkpoint:
             notes = "; ".join(self.model.load_notes) or "every tensor as stored"
             print(f"volo train: model.init_checkpoint {m.init_checkpoint} loaded: {notes}", flush=True)
@@ -154,7 +116,7 @@ class _Run:
         check_peak_lr(cfg, self.peak_lr, self.geometry.global_batch)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
         self.schedule = build_schedule(cfg.schedule, self.peak_lr, self.data.steps_per_epoch)
-        self.amp_dtype = _amp_dtype(cfg, dist.device)
+        self.amp_dtype = amp_dtype(cfg, dist.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.mix_rng = np.random.default_rng(cfg.train.seed * 1_000 + dist.rank)
         self.progress = Progress()
@@ -192,39 +154,8 @@ class _Run:
             )
 
     def wrap(self) -> None:
-        net = self.model
-        self.ddp = None
-        if self.dist.distributed:
-            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-            # gradients as views into the all-reduce buckets: no copy in or out, one gradient-sized buffer less
-            net = self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=ids, gradient_as_bucket_view=True
-            )
-        tr = self.cfg.train
-        whole_step = (
-            tr.compile and self.ddp is None
-        )  # targets + model + loss compiled as one graph (volo.training.step)
-        if tr.compile and not whole_step:  # DDP: compile the DDP module itself (its bucketed graph)
-            net = torch.compile(net, mode=None if tr.compile_mode == "default" else tr.compile_mode)
-        self.ctx = StepContext(
-            net=net,
-            ddp=self.ddp,
-            params=[p for p in self.model.parameters() if p.requires_grad],
-            optimizer=self.optimizer,
-            loss_fn=TokenLabelingLoss(
-                self.cfg.token_labels.dense_weight, self.cfg.token_labels.cls_weight, self.cfg.token_labels.ground_truth
-            ),
-            device=self.dist.device,
-            num_classes=self.cfg.model.num_classes,
-            smoothing=self.cfg.token_labels.label_smoothing,
-            mixtoken=self.cfg.token_labels.mixtoken,
-            mix_rng=self.mix_rng,
-            amp_dtype=self.amp_dtype,
-            scaler=self.scaler,
-            clip_grad=self.cfg.train.clip_grad,
-            cuda_graphs=tr.compile and tr.compile_mode in CUDA_GRAPH_MODES and self.dist.device.type == "cuda",
-            skip_on_device=self.cfg.optim.fused,
-            compile_mode=tr.compile_mode if whole_step else None,
+        self.ctx = wrap_for_steps(
+            self.cfg, self.model, self.optimizer, self.dist, self.mix_rng, self.amp_dtype, self.scaler
         )
 
     # -- the run --------------------------------------------------------------------------------------------
@@ -435,19 +366,7 @@ class _Run:
             final = self.export("final", self.model, {"epoch": prog.epoch})
             if self.ema is not None:
                 ema_path = self.export("final_ema", self.ema.module, {"epoch": prog.epoch})
-        metrics: dict = {"steps": prog.step, "epochs": prog.epoch, "skipped_steps": prog.skipped_steps}
-        if self.last_eval is not None:
-            metrics.update(
-                top1=self.last_eval.top1,
-                top5=self.last_eval.top5,
-                val_loss=self.last_eval.loss,
-                val_images=self.last_eval.images,
-                best_top1=prog.best_top1,
-                best_epoch=prog.best_epoch,
-            )
-        steps = read_jsonl(self.run_dir / "metrics" / "steps.jsonl") if self.main else []
-        if steps:
-            metrics.update(train_loss=steps[-1]["loss"], images_per_s=steps[-1]["images_per_s"])
+        metrics = run_metrics(prog, self.last_eval, self.run_dir, self.main)
         self.loggers.close()
         plots = []
         if self.main and not interrupted:
@@ -457,8 +376,6 @@ class _Run:
         best = self.run_dir / "weights" / "best.safetensors"
         result = RunResult(self.run_dir, final, best if best.is_file() else None, ema_path, metrics, plots, interrupted)
         if self.main:
-            summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
-            summary["plots"] = [str(p) for p in plots]
-            (self.run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+            result.write()
         barrier()
         return result
