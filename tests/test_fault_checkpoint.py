@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import make_data, tiny_config, truncate, zero
-from faults.checkpoints import copy_checkpoints, resume_auto
+from faults import truncate, zero
+from faults.checkpoints import NEWEST, PREVIOUS, copy_checkpoints, finished_run, one_epoch_config, resume_auto
 
 from volo.errors import VoloError
 from volo.training import checkpoint as ckpt_mod
@@ -28,23 +28,10 @@ from volo.training.checkpoint import CheckpointManager, load_checkpoint
 from volo.training.faults import save_checkpoint_together
 from volo.training.trainer import train
 
-NEWEST = "epoch0001_step000000004.pt"
-PREVIOUS = "step000000003.pt"
-
-
-def _cfg(data: Path, out: Path, name: str, *extra: str):
-    return tiny_config(data, out, name, "schedule.epochs=1", "schedule.warmup_epochs=0", *extra)
-
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> tuple[Path, Path]:
-    """(data, run folder) of a real 1-epoch run with a checkpoint after each of its 4 steps."""
-    root = tmp_path_factory.mktemp("ckpt")
-    data = make_data(root / "data")
-    train(_cfg(data, root / "runs", "good"))
-    run_dir = root / "runs" / "good"
-    assert (run_dir / "checkpoints" / "latest").read_text().strip() == NEWEST
-    return data, run_dir
+    return finished_run(tmp_path_factory.mktemp("ckpt"))
 
 
 DAMAGE = {
@@ -87,7 +74,7 @@ def test_resume_after_damage_finishes_the_run(finished, tmp_path: Path):
     data, run_dir = finished
     ckpts = copy_checkpoints(run_dir, tmp_path)
     truncate(ckpts / NEWEST, (ckpts / NEWEST).stat().st_size // 2)
-    cfg = _cfg(data, tmp_path / "runs", run_dir.name)
+    cfg = one_epoch_config(data, tmp_path / "runs", run_dir.name)
     with pytest.warns(UserWarning, match=f"Skipping damaged checkpoint {ckpts / NEWEST}"):
         result = train(cfg, resume="auto")
     assert result.metrics["steps"] == 4 and result.metrics["epochs"] == 1
@@ -137,7 +124,7 @@ def test_no_space_during_training_stops_with_one_line(finished, tmp_path: Path, 
 
     monkeypatch.setattr(ckpt_mod.torch, "save", fails_on_third)
     with pytest.raises(VoloError, match="step000000003.pt.*No space left.*step000000002.pt is intact"):
-        train(_cfg(data, tmp_path / "runs", "full"))
+        train(one_epoch_config(data, tmp_path / "runs", "full"))
     ckpts = tmp_path / "runs" / "full" / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == "step000000002.pt"
     names = sorted(p.name for p in ckpts.iterdir() if not p.name.endswith(".sha256"))

@@ -14,26 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import make_data, tiny_config
-from faults.checkpoints import copy_checkpoints, resume_auto
+from faults.checkpoints import NEWEST, PREVIOUS, copy_checkpoints, finished_run, one_epoch_config, resume_auto
 
 from volo.training.checkpoint import load_checkpoint
 from volo.training.trainer import train
 
-NEWEST, PREVIOUS = "epoch0001_step000000004.pt", "step000000003.pt"
-
-
-def _cfg(data: Path, out: Path, name: str, *extra: str):
-    return tiny_config(data, out, name, "schedule.epochs=1", "schedule.warmup_epochs=0", *extra)
-
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> tuple[Path, Path]:
-    """(data, run folder) of a real 1-epoch run with a checkpoint after each of its 4 steps."""
-    root = tmp_path_factory.mktemp("integrity")
-    data = make_data(root / "data")
-    train(_cfg(data, root / "runs", "good"))
-    return data, root / "runs" / "good"
+    return finished_run(tmp_path_factory.mktemp("integrity"))
 
 
 def flip_one_bit_in_a_weight(path: Path) -> str:
@@ -96,12 +85,12 @@ def test_damaged_higher_step_file_does_not_prune_new_checkpoints(finished, tmp_p
     """keep_last=1 and random bytes named step 99: the resumed run keeps its own newest checkpoint."""
     data = finished[0]
     out = tmp_path / "runs"
-    train(_cfg(data, out, "prune", "checkpoint.keep_last=1", "train.max_steps=2"))
+    train(one_epoch_config(data, out, "prune", "checkpoint.keep_last=1", "train.max_steps=2"))
     ckpts = out / "prune" / "checkpoints"
     (ckpts / "step000000099.pt").write_bytes(os.urandom(50_000))
     (ckpts / ".step000000003.pt.tmp999999").write_bytes(b"half of a save that was SIGKILLed")
     with pytest.warns(UserWarning, match="Skipping damaged checkpoint .*step000000099.pt"):
-        result = train(_cfg(data, out, "prune", "checkpoint.keep_last=1"), resume="auto")
+        result = train(one_epoch_config(data, out, "prune", "checkpoint.keep_last=1"), resume="auto")
     assert result.metrics["steps"] == 4
     names = sorted(p.name for p in ckpts.iterdir())
     assert names == ["best.pt", "best.pt.sha256", NEWEST, f"{NEWEST}.sha256", "latest"], (
