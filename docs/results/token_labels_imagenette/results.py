@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from volo.data.targets import dense_label_map
 from volo.labeling.store import ShardedLabelStore
 
 out = Path(sys.argv[1])
@@ -38,8 +39,7 @@ def folder_class_mass(store_root: Path, smoothing: float = 0.1) -> dict:
     tok, cls = [], []
     for key in keys:
         lab = store.get(key)
-        dense = torch.zeros(k_classes, *lab.values.shape[1:])
-        dense.scatter_(0, torch.from_numpy(lab.ids.astype(np.int64)), torch.from_numpy(lab.values.astype(np.float32)))
+        dense = dense_label_map(torch.from_numpy(lab.values)[None], torch.from_numpy(lab.ids)[None], k_classes)[0]
         y = classes.index(key.split("/")[0])
         off = smoothing / k_classes
         tok.append((dense.softmax(0)[y] * (1 - smoothing) + off).mean().item())
