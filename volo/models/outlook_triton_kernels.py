@@ -97,6 +97,23 @@ def outlook_fwd_kernel(
 
 
 @triton.jit
+def _tail_column(
+    v_ptr, pix_base, l_ptr, lse, g, i, j, t, win_ok, q_ok, d, d_ok, H, W, scale,
+    C: tl.constexpr, K: tl.constexpr, PAD: tl.constexpr, S: tl.constexpr,
+):  # fmt: skip
+    """Window position t >= KK_MAIN of `outlook_bwd_logits_kernel`, one column for BLOCK_W windows: its
+    probability P[a, t] (0 where the query pixel is outside the image) and dP[a, t] = V[t] . grad[a]."""
+    ty = i * S - PAD + t // K
+    tx = j * S - PAD + t % K
+    t_ok = win_ok & (ty >= 0) & (ty < H) & (tx >= 0) & (tx < W)
+    t_src = tl.where(t_ok, ty * W + tx, 0).to(tl.int64) * C
+    vt = tl.load(v_ptr + pix_base + t_src[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
+    lt = tl.load(l_ptr, mask=q_ok, other=0.0)
+    pt = tl.where(q_ok, tl.exp(lt.to(tl.float32) * scale - lse), 0.0)
+    return pt, tl.sum(vt.to(tl.float32) * g, 1)
+
+
+@triton.jit
 def outlook_bwd_logits_kernel(
     grad_ptr,
     v_ptr,
@@ -163,25 +180,17 @@ def outlook_bwd_logits_kernel(
         p = tl.where(q_ok[:, None], tl.exp(lg.to(tl.float32) * scale - lse[:, None]), 0.0)
         delta = tl.sum(p * dp, 1)
         for t in tl.static_range(KK_MAIN, KK):  # tail columns: their share of delta
-            ty = i * S - PAD + t // K
-            tx = j * S - PAD + t % K
-            t_ok = win_ok & (ty >= 0) & (ty < H) & (tx >= 0) & (tx < W)
-            t_src = tl.where(t_ok, ty * W + tx, 0).to(tl.int64) * C
-            vt = tl.load(v_ptr + pix_base + t_src[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-            lt = tl.load(l_rows + a * KK + t, mask=q_ok, other=0.0)
-            pt = tl.where(q_ok, tl.exp(lt.to(tl.float32) * scale - lse), 0.0)
-            delta += pt * tl.sum(vt.to(tl.float32) * g, 1)
+            pt, dpt = _tail_column(
+                v_ptr, pix_base, l_rows + a * KK + t, lse, g, i, j, t, win_ok, q_ok, d, d_ok, H, W, scale, C, K, PAD, S
+            )
+            delta += pt * dpt
         dl = scale * p * (dp - delta[:, None])
         tl.store(dl_rows[:, None] + a * KK + cols[None, :], dl.to(dlogits_ptr.dtype.element_ty), mask=win_ok[:, None])
         for t in tl.static_range(KK_MAIN, KK):  # tail columns: their gradients
-            ty = i * S - PAD + t // K
-            tx = j * S - PAD + t % K
-            t_ok = win_ok & (ty >= 0) & (ty < H) & (tx >= 0) & (tx < W)
-            t_src = tl.where(t_ok, ty * W + tx, 0).to(tl.int64) * C
-            vt = tl.load(v_ptr + pix_base + t_src[:, None] + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-            lt = tl.load(l_rows + a * KK + t, mask=q_ok, other=0.0)
-            pt = tl.where(q_ok, tl.exp(lt.to(tl.float32) * scale - lse), 0.0)
-            dlt = scale * pt * (tl.sum(vt.to(tl.float32) * g, 1) - delta)
+            pt, dpt = _tail_column(
+                v_ptr, pix_base, l_rows + a * KK + t, lse, g, i, j, t, win_ok, q_ok, d, d_ok, H, W, scale, C, K, PAD, S
+            )
+            dlt = scale * pt * (dpt - delta)
             tl.store(dl_rows + a * KK + t, dlt.to(dlogits_ptr.dtype.element_ty), mask=win_ok)
 
 
